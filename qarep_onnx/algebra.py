@@ -1,0 +1,281 @@
+"""Convolution forms and the exact algebra that merges them (pure numpy, float64).
+
+Every tensor inside a re-parameterizable block is an affine function of one tensor X that can be
+written as a single convolution ``y = conv(X; W, b)``.  This module holds that representation and
+the identities that act on it:
+
+* BatchNorm / per-channel Mul, Div:  ``t * conv(X; W, b) = conv(X; t[:, None..] * W, t * b)``
+* per-channel Add, Sub of a constant: ``conv(X; W, b) + c = conv(X; W, b + c)``
+* sum of branches over the same X:    ``conv(X; W1, b1) + conv(X; W2, b2) = conv(X; W1' + W2', b1 + b2)``
+  where ``W1'`` and ``W2'`` are the kernels embedded, centre-aligned, into one common kernel grid
+  and one common group count (the gcd of the branches' groups).
+* identity ``X`` and ``AveragePool(X)`` are convolutions with a diagonal kernel.
+
+:class:`Geometry` describes a form without its numbers so a region can be checked cheaply;
+:class:`ConvForm` carries the numbers and is only built when a region is actually folded.
+Nothing here knows about ONNX.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+
+import numpy as np
+
+
+class MergeRefused(Exception):
+    """Two or more forms cannot be summed into one convolution; ``code`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shape of ``conv(X; W, b)`` without the numbers.
+
+    ``kernel == ()`` marks a *pointwise diagonal* form (identity or a per-channel affine of X) whose
+    spatial rank is not known yet; it takes the rank of whatever it is merged with.
+    ``channels`` may be ``None`` for such a form until a constant or a merge fixes it.
+    """
+
+    out_channels: int | None
+    in_channels: int | None
+    groups: int | None  # None: "as many as channels" (diagonal)
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: tuple[int, ...]  # begin values for each axis, then end values
+
+    @property
+    def rank(self) -> int:
+        return len(self.kernel)
+
+    @property
+    def is_diagonal(self) -> bool:
+        return self.rank == 0
+
+    def macs_per_output_pixel(self) -> int:
+        """Multiply-accumulates per output position of a conv with this geometry."""
+        cout = self.out_channels or 1
+        cin_per_group = (self.in_channels or 1) // (self.groups or self.in_channels or 1)
+        return cout * cin_per_group * math.prod(self.kernel)
+
+    def with_channels(self, channels: int) -> Geometry:
+        """A diagonal form whose channel count became known."""
+        return Geometry(channels, channels, channels, self.kernel, self.stride, self.dilation, self.pads)
+
+
+def diagonal_geometry(channels: int | None) -> Geometry:
+    """Geometry of the identity ``X`` (and of any per-channel affine function of X)."""
+    return Geometry(channels, channels, channels, (), (), (), ())
+
+
+def conv_geometry(
+    weight_shape: tuple[int, ...],
+    groups: int,
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    pads: tuple[int, ...],
+) -> Geometry:
+    cout, cin_per_group, *kernel = weight_shape
+    return Geometry(cout, cin_per_group * groups, groups, tuple(kernel), stride, dilation, pads)
+
+
+def _promoted(geometry: Geometry, rank: int) -> Geometry:
+    """A diagonal geometry seen as a 1x..x1 stride-1 convolution of the given rank."""
+    if not geometry.is_diagonal:
+        return geometry
+    return Geometry(
+        geometry.out_channels,
+        geometry.in_channels,
+        geometry.groups,
+        (1,) * rank,
+        (1,) * rank,
+        (1,) * rank,
+        (0,) * (2 * rank),
+    )
+
+
+def _fmt(values: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in values)
+
+
+def merge_geometry(geometries: list[Geometry]) -> Geometry:
+    """The geometry of the sum of forms over the same X, or :class:`MergeRefused`.
+
+    Kernels are aligned on their centres: tap offsets ``d * (j - (k - 1) / 2)`` relative to the
+    output position shifted by ``pad_begin - d * (k - 1) / 2``.  That shift (at both ends) and the
+    stride must agree across branches, and every kernel must have a centre tap (odd size).
+    """
+    ranks = {g.rank for g in geometries if not g.is_diagonal}
+    if len(ranks) > 1:
+        raise MergeRefused("RANK_MISMATCH", f"branches have different spatial ranks {sorted(ranks)}")
+    channels = {g.out_channels for g in geometries if g.out_channels is not None}
+    in_channels = {g.in_channels for g in geometries if g.in_channels is not None}
+    if len(channels) > 1 or len(in_channels) > 1:
+        raise MergeRefused(
+            "CHANNEL_MISMATCH",
+            f"branches disagree on channels (out {sorted(channels)}, in {sorted(in_channels)})",
+        )
+    if not ranks:  # only diagonal forms: the sum is diagonal too
+        c = next(iter(channels), None)
+        return diagonal_geometry(c)
+    rank = ranks.pop()
+    cout = next(iter(channels), None)
+    cin = next(iter(in_channels), None)
+    forms = [_promoted(g, rank) for g in geometries]
+
+    strides = {g.stride for g in forms}
+    if len(strides) > 1:
+        raise MergeRefused(
+            "STRIDE_MISMATCH",
+            "branches disagree on stride (" + ", ".join(_fmt(s) for s in sorted(strides)) + ")",
+        )
+    for g in forms:
+        for k in g.kernel:
+            if k % 2 == 0:
+                raise MergeRefused(
+                    "EVEN_KERNEL",
+                    f"a branch has an even kernel {_fmt(g.kernel)}, which has no centre tap to align on",
+                )
+
+    halves = [tuple(d * (k - 1) // 2 for d, k in zip(g.dilation, g.kernel)) for g in forms]
+    begin_shifts = {tuple(g.pads[a] - h[a] for a in range(rank)) for g, h in zip(forms, halves)}
+    end_shifts = {tuple(g.pads[rank + a] - h[a] for a in range(rank)) for g, h in zip(forms, halves)}
+    if len(begin_shifts) > 1 or len(end_shifts) > 1:
+        detail = ", ".join(f"kernel {_fmt(g.kernel)} pads {list(g.pads)}" for g in forms)
+        raise MergeRefused(
+            "MISALIGNED",
+            f"branch kernels are not centre-aligned (pads - dilation*(kernel-1)/2 differ: {detail})",
+        )
+    begin, end = begin_shifts.pop(), end_shifts.pop()
+
+    half = tuple(max(h[a] for h in halves) for a in range(rank))
+    # Common tap spacing: every branch's taps sit on multiples of its dilation around the centre.
+    dilation = []
+    for a in range(rank):
+        spacings = [g.dilation[a] for g in forms if g.kernel[a] > 1]
+        dilation.append(reduce(math.gcd, spacings) if spacings else 1)
+    kernel = tuple(2 * half[a] // dilation[a] + 1 for a in range(rank))
+    pads = tuple(begin[a] + half[a] for a in range(rank)) + tuple(end[a] + half[a] for a in range(rank))
+
+    group_counts = [g.groups if g.groups is not None else cin for g in forms]
+    known_groups = [g for g in group_counts if g is not None]
+    groups = reduce(math.gcd, known_groups) if known_groups else None
+    return Geometry(cout, cin, groups, kernel, forms[0].stride, tuple(dilation), pads)
+
+
+@dataclass
+class ConvForm:
+    """``y = conv(X; weight, bias)`` in float64 with the geometry it was built for."""
+
+    weight: np.ndarray  # (out_channels, in_channels / groups, *kernel); (C, 1) when diagonal
+    bias: np.ndarray  # (out_channels,)
+    geometry: Geometry
+
+
+def conv_form(
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    groups: int,
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    pads: tuple[int, ...],
+) -> ConvForm:
+    """A Conv node as a form: the leaf of every region."""
+    w = np.asarray(weight, dtype=np.float64)
+    b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
+    return ConvForm(w, b, conv_geometry(w.shape, groups, stride, dilation, pads))
+
+
+def identity_form(channels: int) -> ConvForm:
+    """``X`` itself: weight 1 on the diagonal, at the centre of a 1x..x1 kernel."""
+    return ConvForm(np.ones((channels, 1)), np.zeros(channels), diagonal_geometry(channels))
+
+
+def average_pool_form(
+    channels: int,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    pads: tuple[int, ...],
+) -> ConvForm:
+    """``AveragePool(X)`` counting padded positions: a depthwise kernel of ``1 / prod(kernel)``."""
+    weight = np.full((channels, 1, *kernel), 1.0 / math.prod(kernel))
+    geometry = Geometry(channels, channels, channels, tuple(kernel), stride, dilation, pads)
+    return ConvForm(weight, np.zeros(channels), geometry)
+
+
+def _per_channel(values: np.ndarray | float, channels: int) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    return np.broadcast_to(v, (channels,)) if v.size == 1 else v
+
+
+def scale(form: ConvForm, factor: np.ndarray | float) -> ConvForm:
+    """``factor * y`` with a scalar or per-output-channel factor."""
+    channels = form.weight.shape[0]
+    f = _per_channel(factor, channels)
+    w = form.weight * f.reshape((channels,) + (1,) * (form.weight.ndim - 1))
+    return ConvForm(w, form.bias * f, form.geometry)
+
+
+def shift(form: ConvForm, offset: np.ndarray | float) -> ConvForm:
+    """``y + offset`` with a scalar or per-output-channel offset."""
+    return ConvForm(form.weight, form.bias + _per_channel(offset, form.weight.shape[0]), form.geometry)
+
+
+def batch_norm(
+    form: ConvForm,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    epsilon: float,
+) -> ConvForm:
+    """Inference BatchNorm: ``t = gamma / sqrt(var + eps)``, ``W' = t W``, ``b' = t (b - mean) + beta``."""
+    t = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + float(epsilon))
+    return shift(scale(shift(form, -np.asarray(mean, np.float64)), t), np.asarray(beta, np.float64))
+
+
+def embed(form: ConvForm, target: Geometry) -> np.ndarray:
+    """``form``'s kernel written in ``target``'s kernel grid and group count (zeros elsewhere)."""
+    g = _promoted(form.geometry, target.rank)
+    w = form.weight.reshape(form.weight.shape + (1,) * (target.rank + 2 - form.weight.ndim))
+    cout = w.shape[0]
+    cin = target.in_channels if target.in_channels is not None else cout
+    groups = target.groups if target.groups is not None else cin
+    out = np.zeros((cout, cin // groups, *target.kernel))
+
+    spatial = []
+    for a in range(target.rank):
+        half_target = target.dilation[a] * (target.kernel[a] - 1) // 2
+        half_form = g.dilation[a] * (g.kernel[a] - 1) // 2
+        start = (half_target - half_form) // target.dilation[a]
+        step = g.dilation[a] // target.dilation[a] if g.kernel[a] > 1 else 1
+        spatial.append(slice(start, start + step * (g.kernel[a] - 1) + 1, step))
+
+    form_groups = g.groups if g.groups is not None else cin
+    cin_per_form_group = w.shape[1]
+    ratio = form_groups // groups  # how many form groups share one target group
+    out_channel = np.arange(cout)
+    form_group = out_channel // (cout // form_groups)
+    first_input = (form_group % ratio) * cin_per_form_group
+    rows = out_channel[:, None]
+    cols = first_input[:, None] + np.arange(cin_per_form_group)[None, :]
+    out[(rows, cols, *spatial)] = w
+    return out
+
+
+def add(forms: list[ConvForm], target: Geometry | None = None) -> ConvForm:
+    """Sum of forms over the same X, as one form with the merged geometry."""
+    target = target or merge_geometry([f.geometry for f in forms])
+    if target.is_diagonal:
+        return ConvForm(sum(f.weight for f in forms), sum(f.bias for f in forms), target)
+    weight = sum(embed(f, target) for f in forms)
+    bias = sum(np.broadcast_to(f.bias, (weight.shape[0],)) for f in forms)
+    return ConvForm(weight, np.array(bias, dtype=np.float64), target)

@@ -1,0 +1,287 @@
+"""How each ONNX operator acts on convolution forms, or why it cannot.
+
+``describe(node, index)`` turns a node into one of a few linear operations on conv-forms:
+
+=====================  ===================================================================
+``ConvLeaf``           ``Conv(X, W[, B])`` with constant W and B: a region's leaf
+``ChannelAffine``      BatchNormalization, Mul/Div by a constant, Add/Sub of a constant, Neg
+``Sum``                Add/Sub/Sum of two or more non-constant tensors
+``Passthrough``        Identity, inference Dropout
+``AveragePoolLeaf``    AveragePool whose padded positions count in the mean
+=====================  ===================================================================
+
+Anything else is :class:`NotLinear` with a code and a message a user can read.  Whether a
+constant really broadcasts per channel depends on the data tensor's rank, so that check is
+:func:`channel_values_shape` and is applied where the rank is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from .graph import FLOAT_TYPES, Constant, GraphIndex, attribute
+
+
+@dataclass(frozen=True)
+class NotLinear:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ConvLeaf:
+    x: str
+    weight: Constant
+    bias: Constant | None
+    groups: int
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AffineStep:
+    """One per-channel step ``y -> y * factor`` or ``y -> y + offset``.
+
+    ``kind`` is ``scale``, ``divide``, ``shift``, ``unshift`` (subtract), ``negate`` or
+    ``batch_norm`` (``values`` = gamma, beta, mean, var; ``epsilon``).
+    """
+
+    kind: str
+    values: tuple[Constant, ...] = ()
+    epsilon: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChannelAffine:
+    x: str
+    steps: tuple[AffineStep, ...]
+
+    @property
+    def constants(self) -> tuple[Constant, ...]:
+        return tuple(c for step in self.steps for c in step.values)
+
+
+@dataclass(frozen=True)
+class Sum:
+    terms: tuple[tuple[str, int], ...]  # (tensor, +1 or -1)
+    offsets: tuple[tuple[Constant, int], ...]  # constants added (+1) or subtracted (-1)
+
+
+@dataclass(frozen=True)
+class Passthrough:
+    x: str
+
+
+@dataclass(frozen=True)
+class AveragePoolLeaf:
+    x: str
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: tuple[int, ...]
+
+
+LinearOp = ConvLeaf | ChannelAffine | Sum | Passthrough | AveragePoolLeaf
+
+# Ops that are linear in general but whose folding needs more than a conv-form (or changes
+# shapes); reported by name when they sit inside a block.
+_BLOCKING = {
+    "Cast": "changes the element type",
+    "QuantizeLinear": "quantizes",
+    "DequantizeLinear": "dequantizes",
+    "Pad": "pads explicitly (DBB-style chains are not folded)",
+    "Slice": "crops (cropping branches are not folded)",
+}
+
+
+def _name(node: onnx.NodeProto) -> str:
+    return node.name or f"<{node.op_type} -> {node.output[0] if node.output else '?'}>"
+
+
+def _non_constant(node: onnx.NodeProto, what: str, tensor: str) -> NotLinear:
+    return NotLinear("NON_CONSTANT", f"{what} '{tensor}' of {node.op_type} '{_name(node)}' is not a constant")
+
+
+def resolve_pads(
+    node: onnx.NodeProto, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]
+) -> tuple[int, ...] | NotLinear:
+    """Explicit pads of a Conv/AveragePool, resolving ``auto_pad`` where the input size does not matter."""
+    rank = len(kernel)
+    auto_pad = attribute(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("NOTSET", ""):
+        pads = tuple(attribute(node, "pads", [0] * (2 * rank)))
+        if len(pads) != 2 * rank:
+            return NotLinear("BAD_ATTRIBUTE", f"{node.op_type} '{_name(node)}' has {len(pads)} pads for rank {rank}")
+        return pads
+    if auto_pad == "VALID":
+        return (0,) * (2 * rank)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and all(s == 1 for s in stride):
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        small = [t // 2 for t in total]
+        large = [t - t // 2 for t in total]
+        return tuple(small + large) if auto_pad == "SAME_UPPER" else tuple(large + small)
+    return NotLinear(
+        "AUTO_PAD",
+        f"{node.op_type} '{_name(node)}' uses auto_pad={auto_pad} with stride {list(stride)}: "
+        "its padding depends on the input size; re-export with explicit pads",
+    )
+
+
+def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    weight = index.constant(node.input[1]) if len(node.input) > 1 else None
+    if weight is None:
+        return _non_constant(node, "weight", node.input[1] if len(node.input) > 1 else "")
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = index.constant(node.input[2])
+        if bias is None:
+            return _non_constant(node, "bias", node.input[2])
+    if weight.elem_type not in FLOAT_TYPES:
+        return NotLinear(
+            "DTYPE", f"Conv '{_name(node)}' has {onnx.TensorProto.DataType.Name(weight.elem_type)} weights"
+        )
+    rank = len(weight.shape) - 2
+    if rank < 1:
+        return NotLinear("BAD_ATTRIBUTE", f"Conv '{_name(node)}' has a weight of shape {list(weight.shape)}")
+    kernel = tuple(weight.shape[2:])
+    stride = tuple(attribute(node, "strides", [1] * rank))
+    dilation = tuple(attribute(node, "dilations", [1] * rank))
+    pads = resolve_pads(node, kernel, stride, dilation)
+    if isinstance(pads, NotLinear):
+        return pads
+    groups = int(attribute(node, "group", 1))
+    return ConvLeaf(node.input[0], weight, bias, groups, stride, dilation, pads)
+
+
+def _describe_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    if attribute(node, "training_mode", 0) or len([o for o in node.output if o]) > 1:
+        return NotLinear("BN_TRAINING", f"BatchNormalization '{_name(node)}' runs in training mode")
+    values = []
+    for role, name in zip(("scale", "bias", "mean", "var"), node.input[1:5]):
+        constant = index.constant(name)
+        if constant is None:
+            return _non_constant(node, role, name)
+        values.append(constant)
+    epsilon = float(attribute(node, "epsilon", 1e-5))
+    return ChannelAffine(node.input[0], (AffineStep("batch_norm", tuple(values), epsilon),))
+
+
+def _describe_binary(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    a, b = node.input[0], node.input[1]
+    ca, cb = index.constant(a), index.constant(b)
+    op = node.op_type
+    if ca is not None and cb is not None:
+        return NotLinear("CONSTANT_EXPRESSION", f"{op} '{_name(node)}' only combines constants")
+    if ca is None and cb is None:
+        if op in ("Add", "Sub"):
+            return Sum(((a, 1), (b, 1 if op == "Add" else -1)), ())
+        return NotLinear("NOT_LINEAR", f"{op} '{_name(node)}' multiplies or divides two non-constant tensors")
+    x, c, constant_first = (b, ca, True) if ca is not None else (a, cb, False)
+    if op == "Mul":
+        steps = (AffineStep("scale", (c,)),)
+    elif op == "Add":
+        steps = (AffineStep("shift", (c,)),)
+    elif op == "Sub":
+        steps = (AffineStep("negate"), AffineStep("shift", (c,))) if constant_first else (AffineStep("unshift", (c,)),)
+    elif constant_first:  # Div(c, y)
+        return NotLinear("NOT_LINEAR", f"Div '{_name(node)}' divides a constant by the tensor")
+    else:
+        steps = (AffineStep("divide", (c,)),)
+    return ChannelAffine(x, steps)
+
+
+def _describe_sum(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    terms = tuple((n, 1) for n in node.input if index.constant(n) is None)
+    offsets = tuple((index.constant(n), 1) for n in node.input if index.constant(n) is not None)
+    if not terms:
+        return NotLinear("CONSTANT_EXPRESSION", f"Sum '{_name(node)}' only adds constants")
+    if len(terms) == 1:
+        return ChannelAffine(terms[0][0], tuple(AffineStep("shift", (c,)) for c, _ in offsets))
+    return Sum(terms, offsets)
+
+
+def _describe_average_pool(node: onnx.NodeProto) -> LinearOp | NotLinear:
+    kernel = tuple(attribute(node, "kernel_shape", []))
+    rank = len(kernel)
+    stride = tuple(attribute(node, "strides", [1] * rank))
+    dilation = tuple(attribute(node, "dilations", [1] * rank))
+    pads = resolve_pads(node, kernel, stride, dilation)
+    if isinstance(pads, NotLinear):
+        return pads
+    if any(pads) and not attribute(node, "count_include_pad", 0):
+        return NotLinear(
+            "POOL_EXCLUDES_PAD",
+            f"AveragePool '{_name(node)}' excludes padding from its mean (count_include_pad=0): "
+            "its border weights differ from a convolution's",
+        )
+    if attribute(node, "ceil_mode", 0) and any(s > 1 for s in stride):
+        return NotLinear("POOL_CEIL_MODE", f"AveragePool '{_name(node)}' uses ceil_mode with stride > 1")
+    return AveragePoolLeaf(node.input[0], kernel, stride, dilation, pads)
+
+
+def _describe_dropout(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    if len(node.output) > 1 and node.output[1] and index.consumer_nodes(node.output[1]):
+        return NotLinear("NOT_LINEAR", f"Dropout '{_name(node)}' has its mask used")
+    if len(node.input) > 2 and node.input[2]:
+        training = index.constant(node.input[2])
+        if training is None or bool(training.load()):
+            return NotLinear("NOT_LINEAR", f"Dropout '{_name(node)}' may run in training mode")
+    return Passthrough(node.input[0])
+
+
+def describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    """The linear operation a node applies to conv-forms, or why it applies none."""
+    if node.domain not in ("", "ai.onnx"):
+        return NotLinear("BLOCKING_OP", f"{node.domain}::{node.op_type} '{_name(node)}' is a custom operator")
+    op = node.op_type
+    if op == "Conv":
+        return _describe_conv(node, index)
+    if op == "BatchNormalization":
+        return _describe_batch_norm(node, index)
+    if op in ("Add", "Sub", "Mul", "Div") and len(node.input) == 2:
+        return _describe_binary(node, index)
+    if op == "Sum":
+        return _describe_sum(node, index)
+    if op == "Neg":
+        return ChannelAffine(node.input[0], (AffineStep("negate"),))
+    if op == "Identity":
+        return Passthrough(node.input[0])
+    if op == "Dropout":
+        return _describe_dropout(node, index)
+    if op == "AveragePool":
+        return _describe_average_pool(node)
+    reason = _BLOCKING.get(op, "is not linear")
+    return NotLinear("BLOCKING_OP", f"{op} '{_name(node)}' {reason}")
+
+
+def channel_values_shape(shape: tuple[int, ...], rank: int | None, channels: int | None) -> int | None | NotLinear:
+    """Check that a constant of ``shape`` broadcasts per channel on a tensor of ``rank``.
+
+    Returns the channel count the constant implies (``None`` for a scalar-like constant) or
+    :class:`NotLinear` when it would broadcast along another axis or change the output shape.
+    """
+    size = 1
+    for d in shape:
+        size *= d
+    if size == 1 and len(shape) <= 1:
+        return None  # a scalar broadcasts to anything without changing its shape
+    if rank is None:
+        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} on a tensor of unknown rank")
+    if len(shape) > rank:
+        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} would raise the rank of a rank-{rank} tensor")
+    padded = (1,) * (rank - len(shape)) + tuple(shape)
+    if rank < 2 or padded[0] != 1 or any(d != 1 for d in padded[2:]):
+        return NotLinear(
+            "NOT_PER_CHANNEL",
+            f"a constant of shape {list(shape)} broadcasts along a non-channel axis of a rank-{rank} tensor "
+            "(a per-channel constant has shape [C,1,1] or [1,C,1,1])",
+        )
+    if padded[1] == 1:
+        return None
+    if channels is not None and padded[1] != channels:
+        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} does not match {channels} channels")
+    return padded[1]

@@ -1,0 +1,85 @@
+"""The fold pass: find linear regions in every graph of a model and replace each with one Conv.
+
+Works in place on a ModelProto: the main graph, then the bodies of If/Loop/Scan nodes (which
+see the enclosing graphs' constants).  Returns a :class:`~qarep_onnx.report.Report`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from .evaluate import FoldAborted, evaluate, model_dtype, to_model_dtype
+from .graph import Constant, GraphIndex
+from .region import RegionFinder
+from .report import Fold, Refusal, Report, op_counts
+from .rewrite import GraphRewriter, NameAllocator, all_names
+
+log = logging.getLogger("qarep_onnx")
+
+
+def fold_model(model: onnx.ModelProto, keep_post_bn: bool = False) -> Report:
+    """Fold every linear region of ``model`` in place; ``keep_post_bn`` keeps the BN after a block."""
+    report = Report(op_counts_before=op_counts(model))
+    names = NameAllocator(all_names(model))
+    _fold_graph(model.graph, {}, keep_post_bn, names, report, graph_name=model.graph.name)
+    report.op_counts_after = op_counts(model)
+    return report
+
+
+def _fold_graph(
+    graph: onnx.GraphProto,
+    outer_constants: dict[str, Constant],
+    keep_post_bn: bool,
+    names: NameAllocator,
+    report: Report,
+    graph_name: str,
+) -> None:
+    index = GraphIndex(graph, outer_constants)
+    regions, refusals = RegionFinder(index, keep_post_bn, graph_name).find()
+    report.refusals.extend(refusals)
+    rewriter = GraphRewriter(graph, index, names)
+    for region in regions:
+        form = region.form
+        node_names = tuple(index.nodes[i].name or index.nodes[i].output[0] for i in region.nodes)
+        op_types = tuple(index.nodes[i].op_type for i in region.nodes)
+        try:
+            values = evaluate(form)
+        except FoldAborted as aborted:
+            message = f"the block computing '{form.output}' is not folded: {aborted.message}"
+            report.refusals.append(Refusal(aborted.code, message, node_names, graph_name))
+            continue
+        elem_type = model_dtype(form)
+        g = values.geometry
+        conv_name = rewriter.replace(
+            region.nodes,
+            form.source,
+            to_model_dtype(values.weight, elem_type),
+            to_model_dtype(values.bias, elem_type),
+            g,
+        )
+        fold = Fold(
+            output=form.output,
+            input=form.source,
+            conv_name=conv_name,
+            kernel=g.kernel,
+            stride=g.stride,
+            dilation=g.dilation,
+            pads=g.pads,
+            groups=int(g.groups),
+            branches=form.branches,
+            removed_nodes=node_names,
+            removed_op_types=op_types,
+            graph=graph_name,
+        )
+        log.debug("folded %d nodes (%d branches) into %s", len(node_names), form.branches, conv_name)
+        report.folds.append(fold)
+    rewriter.commit()
+
+    for node in graph.node:
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                sub_name = f"{graph_name}/{node.name or node.op_type}.{attr.name}"
+                _fold_graph(sub, index.constants, keep_post_bn, names, report, sub_name)

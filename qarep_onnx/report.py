@@ -1,0 +1,99 @@
+"""What a run of the folder did, as plain data: folds, refusals, op counts.
+
+Nothing here prints; the CLI renders a :class:`Report`, and ``Report.to_dict()`` is the
+JSON-ready form for pipelines.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import onnx
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A block left as it was, and why.
+
+    ``code`` is stable (FAN_OUT, GRAPH_OUTPUT, NON_CONSTANT, BN_TRAINING, NOT_PER_CHANNEL,
+    STRIDE_MISMATCH, MISALIGNED, EVEN_KERNEL, AUTO_PAD, BLOCKING_OP, COST, ...); ``message`` is
+    for people.
+    """
+
+    code: str
+    message: str
+    nodes: tuple[str, ...]
+    graph: str = ""
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One region replaced by a single Conv."""
+
+    output: str  # the tensor the new Conv computes (the region root, name unchanged)
+    input: str  # the tensor every branch read
+    conv_name: str
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: tuple[int, ...]
+    groups: int
+    branches: int  # leaves merged: convs, pools and identity terms
+    removed_nodes: tuple[str, ...]
+    removed_op_types: tuple[str, ...]
+    graph: str = ""
+
+    @property
+    def is_block(self) -> bool:
+        """Two or more branches merged (a plain Conv->BN chain is a fold but not a block)."""
+        return self.branches >= 2
+
+
+@dataclass
+class Report:
+    folds: list[Fold] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    op_counts_before: dict[str, int] = field(default_factory=dict)
+    op_counts_after: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def blocks_folded(self) -> int:
+        return sum(1 for f in self.folds if f.is_block)
+
+    @property
+    def regions_folded(self) -> int:
+        return len(self.folds)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "blocks_folded": self.blocks_folded,
+            "regions_folded": self.regions_folded,
+            "folds": [asdict(f) for f in self.folds],
+            "refusals": [asdict(r) for r in self.refusals],
+            "op_counts_before": dict(self.op_counts_before),
+            "op_counts_after": dict(self.op_counts_after),
+        }
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count per op type over the main graph, its subgraphs and model-local functions."""
+    counts: Counter[str] = Counter()
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            counts[node.op_type] += 1
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g.node)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        visit(g.node)
+
+    visit(model.graph.node)
+    for function in model.functions:
+        visit(function.node)
+    return dict(sorted(counts.items()))

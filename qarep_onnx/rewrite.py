@@ -1,0 +1,152 @@
+"""Replace folded regions in a graph, in place.
+
+Each region's root node becomes the single Conv (same position, same output name), the region's
+other nodes are deleted, and so are the constants (initializers, ``Constant`` and ``Identity``
+nodes) that only those nodes read.  New weights get fresh names; shared initializers are never
+modified.  Everything else in the graph is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .graph import GraphIndex, node_subgraphs, subgraph_outer_names
+
+
+class NameAllocator:
+    """Fresh tensor and node names that collide with nothing in the model."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = taken
+
+    def fresh(self, base: str) -> str:
+        name, n = base, 1
+        while name in self.taken:
+            n += 1
+            name = f"{base}_{n}"
+        self.taken.add(name)
+        return name
+
+
+def all_names(model_or_graph) -> set[str]:
+    """Every tensor and node name in a graph and its subgraphs."""
+    graph = model_or_graph.graph if isinstance(model_or_graph, onnx.ModelProto) else model_or_graph
+    names: set[str] = set()
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        names.update(i.name for i in g.input)
+        names.update(o.name for o in g.output)
+        names.update(t.name for t in g.initializer)
+        names.update(v.name for v in g.value_info)
+        for node in g.node:
+            names.update(node.output)
+            names.add(node.name)
+            stack.extend(node_subgraphs(node))
+    names.discard("")
+    return names
+
+
+def make_conv(
+    name: str, x: str, weight: str, bias: str, output: str, kernel, stride, dilation, pads, groups: int
+) -> onnx.NodeProto:
+    return helper.make_node(
+        "Conv",
+        [x, weight, bias],
+        [output],
+        name=name,
+        kernel_shape=list(kernel),
+        strides=list(stride),
+        dilations=list(dilation),
+        pads=list(pads),
+        group=int(groups),
+    )
+
+
+class GraphRewriter:
+    """Collects replacements for one graph, then applies them all at once."""
+
+    def __init__(self, graph: onnx.GraphProto, index: GraphIndex, names: NameAllocator) -> None:
+        self.graph = graph
+        self.index = index
+        self.names = names
+        self._doomed: set[int] = set()
+        self._released: set[str] = set()  # tensors the replaced nodes read
+        self._new_initializers: list[onnx.TensorProto] = []
+
+    def replace(self, nodes: tuple[int, ...], x: str, weight: np.ndarray, bias: np.ndarray, geometry) -> str:
+        """Make the last of ``nodes`` the Conv ``x -> (weight, bias)``; delete the others. Returns its name."""
+        root = self.graph.node[nodes[-1]]
+        base = root.name or root.output[0]
+        conv_name = self.names.fresh(f"{base}_folded")
+        w_name = self.names.fresh(f"{conv_name}.weight")
+        b_name = self.names.fresh(f"{conv_name}.bias")
+        self._new_initializers.append(numpy_helper.from_array(weight, w_name))
+        self._new_initializers.append(numpy_helper.from_array(bias, b_name))
+        conv = make_conv(
+            conv_name,
+            x,
+            w_name,
+            b_name,
+            root.output[0],
+            geometry.kernel,
+            geometry.stride,
+            geometry.dilation,
+            geometry.pads,
+            geometry.groups,
+        )
+        self._doomed.update(nodes[:-1])
+        for i in nodes:
+            self._released.update(t for t in self.index.nodes[i].input if t)
+        root.CopyFrom(conv)
+        return conv_name
+
+    def commit(self) -> None:
+        """Delete replaced nodes and the constants only they read; add the new weights."""
+        graph, index = self.graph, self.index
+        candidates = set(self._released)
+        removed_outputs: set[str] = set()
+        for i in self._doomed:
+            removed_outputs.update(index.nodes[i].output)
+
+        # Constant / Identity-of-constant nodes that fed only removed nodes go too (chains included).
+        while True:
+            used = self._names_read_by_kept_nodes()
+            dead = {
+                index.producer[t]
+                for t in candidates
+                if t in index.producer
+                and t not in used
+                and index.producer[t] not in self._doomed
+                and graph.node[index.producer[t]].op_type in ("Constant", "Identity")
+                and index.constant(t) is not None
+            }
+            if not dead:
+                break
+            self._doomed |= dead
+            for i in dead:
+                candidates.update(t for t in graph.node[i].input if t)
+                removed_outputs.update(graph.node[i].output)
+
+        for i in sorted(self._doomed, reverse=True):
+            del graph.node[i]
+        protected = used | index.graph_inputs | index.graph_outputs
+        stale = [k for k, t in enumerate(graph.initializer) if t.name in candidates and t.name not in protected]
+        for k in reversed(stale):
+            del graph.initializer[k]
+        graph.initializer.extend(self._new_initializers)
+        stale_info = [k for k, v in enumerate(graph.value_info) if v.name in removed_outputs]
+        for k in reversed(stale_info):
+            del graph.value_info[k]
+
+    def _names_read_by_kept_nodes(self) -> set[str]:
+        used = set(self.index.graph_outputs)
+        for i, node in enumerate(self.graph.node):
+            if i in self._doomed:
+                continue
+            used.update(node.input)
+            for sub in node_subgraphs(node):
+                used |= subgraph_outer_names(sub)
+        return used
