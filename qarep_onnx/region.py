@@ -242,7 +242,10 @@ class RegionFinder:
         key = (reason.code, i)
         if key not in self._refused_at:
             self._refused_at.add(key)
-            message = f"{node.op_type} '{_node_name(node)}' does not extend the block before it: {reason.message}"
+            message = reason.message
+            if f"'{_node_name(node)}'" not in message:
+                message = f"{node.op_type} '{_node_name(node)}' has {message}"
+            message += "; the block before it is folded without it"
             self.refusals.append(Refusal(reason.code, message, (_node_name(node),), self.graph_name))
 
     def _explain_mixed_sources(self, i: int, operands: tuple[Form, ...]) -> None:

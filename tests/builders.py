@@ -87,7 +87,8 @@ class GraphBuilder:
         model.ir_version = IR_VERSION
         inferred = onnx.shape_inference.infer_shapes(model)
         known = {v.name: v for v in inferred.graph.value_info}
-        model.graph.output.extend(known[o] for o in outputs)
+        for o in outputs:  # outputs shape inference cannot type are declared without a shape
+            model.graph.output.append(known.get(o) or helper.make_tensor_value_info(o, _ELEM[self.dtype], None))
         return model
 
 

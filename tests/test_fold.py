@@ -1,0 +1,264 @@
+"""Folding hand-built blocks: every QARepVGG option and export form, and every refusal."""
+
+import itertools
+
+import numpy as np
+import onnx
+import pytest
+from builders import BlockSpec, GraphBuilder, qarep_block, qarep_model
+from conftest import assert_same_function, count
+
+import qarep_onnx
+
+BLOCK_OPTIONS = {
+    "post_bn": [True, False],
+    "alpha": ["none", "one", "scalar", "channel"],
+    "alpha_first": [False, True],
+    "bias_1x1": [True, False],
+    "identity": [True, False],
+}
+
+
+def _specs():
+    keys = list(BLOCK_OPTIONS)
+    for values in itertools.product(*BLOCK_OPTIONS.values()):
+        yield BlockSpec(**dict(zip(keys, values)))
+
+
+@pytest.mark.parametrize("spec", list(_specs()), ids=str)
+def test_every_block_option_folds_to_one_conv(spec):
+    model = qarep_model(spec)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1
+    assert count(optimized, "Conv") == 1
+    assert {n.op_type for n in optimized.graph.node} == {"Conv", "Relu"}
+    assert_same_function(model, optimized)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        BlockSpec(groups=2),
+        BlockSpec(groups=4, dilation=2),
+        BlockSpec(groups=8, alpha="channel"),  # depthwise
+        BlockSpec(stride=2, identity=False),
+        BlockSpec(channels_out=16, stride=2, groups=2, alpha="scalar"),
+        BlockSpec(channels_out=16, identity=False, zero_add=False),
+        BlockSpec(dilation=2, stride=2, post_bn=False),
+        BlockSpec(bn_3x3="separate", alpha="scalar", alpha_first=True),
+        BlockSpec(add_order=(2, 1, 0), nesting="right"),
+        BlockSpec(add_order=(1, 2, 0), nesting="sum"),
+        BlockSpec(add_order=(2, 0, 1), nesting="left", bn_3x3="separate"),
+        BlockSpec(activation="Sigmoid"),
+        BlockSpec(activation=""),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("constants", ["initializer", "constant", "identity"])
+def test_geometry_and_export_forms(spec, constants):
+    model = qarep_model(spec, constants=constants)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1 and count(optimized, "Conv") == 1
+    assert not any(n.op_type in ("Constant", "Identity") for n in optimized.graph.node)
+    (conv,) = [n for n in optimized.graph.node if n.op_type == "Conv"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in conv.attribute}
+    assert attrs["group"] == spec.groups and attrs["strides"] == [spec.stride] * 2
+    assert attrs["dilations"] == [spec.dilation] * 2 and attrs["kernel_shape"] == [3, 3]
+    assert_same_function(model, optimized)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_half_and_double_models_keep_their_dtype(dtype):
+    model = qarep_model(BlockSpec(alpha="scalar", bn_3x3="separate"), dtype=dtype)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1
+    assert {t.data_type for t in optimized.graph.initializer} == {model.graph.initializer[0].data_type}
+    assert_same_function(model, optimized)
+
+
+def test_keep_post_bn_leaves_the_batch_norm_after_the_sum():
+    model = qarep_model(BlockSpec(bn_3x3="separate", alpha="scalar"))
+    optimized, report = qarep_onnx.optimize(model, keep_post_bn=True)
+    assert [n.op_type for n in optimized.graph.node] == ["Conv", "BatchNormalization", "Relu"]
+    assert report.blocks_folded == 1
+    assert_same_function(model, optimized)
+
+
+def test_stacked_blocks_and_a_network_fold_independently():
+    b = GraphBuilder(seed=3)
+    x = b.input([1, 8, 12, 12])
+    y = qarep_block(b, x, BlockSpec(channels_out=16, stride=2, identity=False, alpha="one"))
+    y = qarep_block(b, y, BlockSpec(channels_in=16, channels_out=16, alpha="scalar"))
+    y = qarep_block(b, y, BlockSpec(channels_in=16, channels_out=16, groups=4, bn_3x3="separate"))
+    head = b.conv(y, 16, 4, 1, pad=0)
+    model = b.model([head, y])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 3 and count(optimized, "Conv") == 4
+    assert_same_function(model, optimized)
+
+
+def test_second_run_changes_nothing():
+    model = qarep_model(BlockSpec(alpha="scalar", bn_3x3="separate"), constants="identity")
+    once, _ = qarep_onnx.optimize(model)
+    twice, report = qarep_onnx.optimize(once)
+    assert report.regions_folded == 0
+    assert twice.SerializeToString() == once.SerializeToString()
+
+
+# -- refusals: fold nothing rather than something wrong ------------------------------------
+
+
+def _refusal_codes(report):
+    return {r.code for r in report.refusals}
+
+
+def _block_with(modify, **spec_args):
+    """A block whose graph ``modify(builder, tensors)`` alters; returns the model."""
+    b = GraphBuilder(seed=5)
+    x = b.input([1, 8, 8, 8])
+    spec = BlockSpec(bn_3x3="separate", **spec_args)
+    y3 = b.batch_norm(b.conv(x, 8, 8, 3, bias=False), 8)
+    y1 = b.conv(x, 8, 8, 1, pad=0)
+    outputs = modify(b, x, y3, y1)
+    del spec
+    return b.model(outputs)
+
+
+def _sum_relu(b, *terms):
+    s = terms[0]
+    for t in terms[1:]:
+        s = b.op("Add", [s, t])
+    return b.op("Relu", [b.batch_norm(s, 8)])
+
+
+def test_fan_out_of_a_branch_is_refused_and_the_function_kept():
+    model = _block_with(lambda b, x, y3, y1: [b.op("Add", [_sum_relu(b, y3, y1, x), y3])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "FAN_OUT" in _refusal_codes(report)
+    assert count(optimized, "Add") == count(model, "Add")
+    assert_same_function(model, optimized)
+
+
+def test_graph_output_inside_a_block_is_refused():
+    model = _block_with(lambda b, x, y3, y1: [_sum_relu(b, y3, y1, x), y3])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "GRAPH_OUTPUT" in _refusal_codes(report)
+    assert [o.name for o in optimized.graph.output] == [o.name for o in model.graph.output]
+    assert_same_function(model, optimized)
+
+
+def test_non_constant_weight_is_refused():
+    b = GraphBuilder(seed=6)
+    x = b.input([1, 8, 8, 8])
+    w = b.input([8, 8, 1, 1], name="w1")
+    y3 = b.conv(x, 8, 8, 3)
+    y1 = b.op("Conv", [x, w], kernel_shape=[1, 1])
+    model = b.model([_sum_relu(b, y3, y1, x)])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "NON_CONSTANT" in _refusal_codes(report)
+    assert count(optimized, "Conv") == 2
+    assert_same_function(model, optimized)
+
+
+def test_initializer_overridable_by_an_input_is_not_a_constant():
+    model = qarep_model(BlockSpec())
+    weight = model.graph.initializer[0]
+    model.graph.input.append(onnx.helper.make_tensor_value_info(weight.name, weight.data_type, list(weight.dims)))
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "NON_CONSTANT" in _refusal_codes(report)
+
+
+def test_misaligned_pads_are_refused():
+    def modify(b, x, y3, y1):
+        shifted = b.conv(x, 8, 8, 3, pads=[2, 2, 0, 0])
+        return [_sum_relu(b, y3, shifted)]
+
+    model = _block_with(modify)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "MISALIGNED" in _refusal_codes(report)
+    assert_same_function(model, optimized)
+
+
+def test_mul_by_a_c_shaped_constant_broadcasts_along_width_and_is_refused():
+    def modify(b, x, y3, y1):
+        scaled = b.op("Mul", [y1, b.const(b.rng.uniform(0.5, 1.5, 8))])  # shape [8] == W
+        return [_sum_relu(b, y3, scaled, x)]
+
+    model = _block_with(modify)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "NOT_PER_CHANNEL" in _refusal_codes(report)
+    assert_same_function(model, optimized)
+
+
+def test_cast_inside_a_block_is_refused():
+    def modify(b, x, y3, y1):
+        c = b.op("Cast", [b.op("Cast", [y1], to=onnx.TensorProto.DOUBLE)], to=onnx.TensorProto.FLOAT)
+        return [_sum_relu(b, y3, c, x)]
+
+    model = _block_with(modify)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0
+    assert any(r.code == "BLOCKING_OP" and "Cast" in r.message for r in report.refusals)
+    assert_same_function(model, optimized)
+
+
+def test_identity_term_must_be_the_branch_input():
+    def modify(b, x, y3, y1):
+        return [_sum_relu(b, y3, y1, b.op("Relu", [x]))]
+
+    model = _block_with(modify)
+    optimized, report = qarep_onnx.optimize(model)
+    # The two conv branches still merge; the Relu(x) term stays outside.
+    assert report.blocks_folded == 1 and count(optimized, "Conv") == 1
+    assert any(r.code == "BLOCKING_OP" and "Relu" in r.message for r in report.refusals)
+    assert_same_function(model, optimized)
+
+
+def test_batch_norm_in_training_mode_is_not_folded():
+    def modify(b, x, y3, y1):
+        s = b.op("Add", [b.op("Add", [y3, y1]), x])
+        bn = b.batch_norm(s, 8)
+        b.nodes[-1].attribute.append(onnx.helper.make_attribute("training_mode", 1))
+        return [bn]
+
+    b_model = _block_with(modify)
+    optimized, report = qarep_onnx.optimize(b_model)
+    assert report.blocks_folded == 1 and count(optimized, "BatchNormalization") == 1
+    assert "BN_TRAINING" in _refusal_codes(report)
+
+
+def test_depthwise_plus_dense_would_cost_more_and_is_refused():
+    b = GraphBuilder(seed=7)
+    x = b.input([1, 8, 8, 8])
+    dw = b.batch_norm(b.conv(x, 8, 8, 3, groups=8, bias=False), 8)
+    dense = b.batch_norm(b.conv(x, 8, 8, 1, pad=0, bias=False), 8)
+    model = b.model([b.op("Relu", [b.op("Add", [dw, dense])])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "COST" in _refusal_codes(report)
+    assert count(optimized, "Conv") == 2 and count(optimized, "BatchNormalization") == 0
+    assert_same_function(model, optimized)
+
+
+def test_stride_mismatch_and_auto_pad_same_with_stride_are_refused():
+    b = GraphBuilder(seed=8)
+    x = b.input([1, 8, 8, 8])
+    s2 = b.conv(x, 8, 8, 3, stride=2)
+    same = b.op("Conv", [x, b.const(b.rng.standard_normal((8, 8, 1, 1)))], strides=[2, 2], auto_pad="SAME_UPPER")
+    s1 = b.conv(x, 8, 8, 5, pad=0)  # 8x8 -> 4x4 like the stride-2 3x3, so the Add is valid
+    model = b.model([b.op("Add", [s2, same]), b.op("Add", [b.conv(x, 8, 8, 3, stride=2), s1])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert {"AUTO_PAD", "STRIDE_MISMATCH"} <= _refusal_codes(report)
+    assert report.regions_folded == 0
+    assert_same_function(model, optimized)
+
+
+def test_division_by_a_zero_constant_is_not_folded():
+    def modify(b, x, y3, y1):
+        zero_scale = np.ones(8)
+        zero_scale[3] = 0.0
+        return [b.op("Div", [b.op("Add", [y3, y1]), b.const(zero_scale.reshape(1, 8, 1, 1))])]
+
+    model = _block_with(modify)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "DIVISION_BY_ZERO" in _refusal_codes(report)
+    assert count(optimized, "Div") == 1
