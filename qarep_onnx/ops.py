@@ -272,16 +272,16 @@ def channel_values_shape(shape: tuple[int, ...], rank: int | None, channels: int
     if rank is None:
         return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} on a tensor of unknown rank")
     if len(shape) > rank:
-        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} would raise the rank of a rank-{rank} tensor")
+        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} that would raise the rank of a rank-{rank} tensor")
     padded = (1,) * (rank - len(shape)) + tuple(shape)
     if rank < 2 or padded[0] != 1 or any(d != 1 for d in padded[2:]):
         return NotLinear(
             "NOT_PER_CHANNEL",
-            f"a constant of shape {list(shape)} broadcasts along a non-channel axis of a rank-{rank} tensor "
+            f"a constant of shape {list(shape)} that broadcasts along a non-channel axis of a rank-{rank} tensor "
             "(a per-channel constant has shape [C,1,1] or [1,C,1,1])",
         )
     if padded[1] == 1:
         return None
     if channels is not None and padded[1] != channels:
-        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} does not match {channels} channels")
+        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} that does not match {channels} channels")
     return padded[1]
