@@ -1,0 +1,152 @@
+"""The rewrite keeps everything it does not fold: model fields, untouched nodes, shared weights."""
+
+import numpy as np
+import onnx
+import pytest
+from builders import BlockSpec, GraphBuilder, qarep_block, qarep_model
+from conftest import assert_same_function, count
+from onnx import helper
+
+import qarep_onnx
+from qarep_onnx.validate import run
+
+
+def _decorated_model():
+    b = GraphBuilder(seed=11)
+    x = b.input([1, 8, 8, 8])
+    stem = b.op("Relu", [b.conv(x, 8, 8, 3)])
+    y = qarep_block(b, stem, BlockSpec(alpha="scalar", bn_3x3="separate"))
+    head = b.op("Sigmoid", [b.conv(y, 8, 4, 1, pad=0)])
+    model = b.model([head, y])
+    model.producer_version = "9.9"
+    model.domain = "ai.example"
+    model.model_version = 7
+    model.doc_string = "model doc"
+    model.graph.doc_string = "graph doc"
+    model.graph.node[0].doc_string = "stem doc"
+    helper.set_model_props(model, {"author": "tests", "license": "MIT"})
+    model.opset_import.append(helper.make_opsetid("ai.example", 1))
+    return model
+
+
+def test_model_fields_and_interface_are_kept():
+    model = _decorated_model()
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        assert getattr(optimized, field) == getattr(model, field), field
+    assert list(optimized.opset_import) == list(model.opset_import)
+    assert list(optimized.metadata_props) == list(model.metadata_props)
+    assert optimized.graph.name == model.graph.name and optimized.graph.doc_string == "graph doc"
+    assert list(optimized.graph.input) == list(model.graph.input)
+    assert list(optimized.graph.output) == list(model.graph.output)
+    onnx.checker.check_model(optimized, full_check=True)
+    run(optimized, {"x": np.zeros((1, 8, 8, 8), np.float32)}, optimize_graph=True)  # loads with default opts
+    assert_same_function(model, optimized)
+
+
+def test_untouched_nodes_and_initializers_are_byte_identical_and_in_order():
+    model = _decorated_model()
+    optimized, _ = qarep_onnx.optimize(model)
+    region_ops = {"BatchNormalization", "Add", "Mul"}
+    kept = [n for n in model.graph.node if n.op_type not in region_ops]
+    folded_output = next(n.output[0] for n in model.graph.node if n.op_type == "BatchNormalization" and n.output[0] in
+                         {i.input[0] for i in model.graph.node if i.op_type == "Relu"})
+    untouched = [n for n in kept if not (n.op_type == "Conv" and n.input[0] == model.graph.node[1].output[0])]
+    new_nodes = [n for n in optimized.graph.node if n.output[0] != folded_output]
+    assert [n.SerializeToString() for n in new_nodes] == [n.SerializeToString() for n in untouched]
+    used = {t for n in untouched for t in n.input}
+    old_inits = [t.SerializeToString() for t in model.graph.initializer if t.name in used]
+    new_inits = [t.SerializeToString() for t in optimized.graph.initializer if t.name in used]
+    assert new_inits == old_inits
+
+
+def test_input_model_is_not_modified():
+    model = qarep_model(BlockSpec(alpha="scalar"))
+    before = model.SerializeToString()
+    qarep_onnx.optimize(model)
+    assert model.SerializeToString() == before
+
+
+def test_shared_initializers_are_never_modified():
+    b = GraphBuilder(seed=12, constants="identity")
+    x = b.input([1, 8, 8, 8])
+    y3 = b.conv(x, 8, 8, 3)
+    y1 = b.conv(x, 8, 8, 1, pad=0)
+    shared_weight = b.nodes[-1].input[1]  # the 1x1 weight, an Identity of an initializer
+    elsewhere = b.op("Conv", [b.op("Relu", [x]), shared_weight], kernel_shape=[1, 1])
+    model = b.model([b.op("Relu", [b.op("Add", [b.op("Add", [y3, y1]), x])]), elsewhere])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1
+    original = {t.name: t.SerializeToString() for t in model.graph.initializer}
+    for t in optimized.graph.initializer:
+        if t.name in original:
+            assert t.SerializeToString() == original[t.name]
+    assert any(n.output[0] == shared_weight for n in optimized.graph.node)  # alias still feeds the other conv
+    assert_same_function(model, optimized)
+
+
+def test_value_info_of_removed_tensors_is_dropped():
+    model = onnx.shape_inference.infer_shapes(qarep_model(BlockSpec(alpha="scalar")))
+    optimized, _ = qarep_onnx.optimize(model)
+    produced = {o for n in optimized.graph.node for o in n.output}
+    assert all(v.name in produced for v in optimized.graph.value_info)
+    onnx.checker.check_model(optimized, full_check=True)
+
+
+def _if_model(read_branch_in_body: bool):
+    """x -> [QARepVGG block] -> If(cond){then: body reading outer tensors; else: x}."""
+    outer = GraphBuilder(seed=13)
+    x = outer.input([1, 8, 8, 8])
+    cond = "cond"
+    outer.inputs.append(helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []))
+    y3 = outer.conv(x, 8, 8, 3)
+    y1 = outer.conv(x, 8, 8, 1, pad=0)
+    block_out = outer.op("Relu", [outer.op("Add", [outer.op("Add", [y3, y1]), x])])
+
+    body = GraphBuilder(seed=14)
+    inner = qarep_block(body, block_out, BlockSpec(alpha="scalar", bn_3x3="separate"))
+    if read_branch_in_body:
+        inner = body.op("Add", [inner, y3])
+    then_graph = helper.make_graph(body.nodes, "then", [], [helper.make_tensor_value_info(inner, 1, None)], body.initializers)
+    else_graph = helper.make_graph(
+        [helper.make_node("Identity", [block_out], ["else_out"])], "else", [], [helper.make_tensor_value_info("else_out", 1, None)]
+    )
+    out = outer.op("If", [cond], then_branch=then_graph, else_branch=else_graph)
+    return outer.model([out])
+
+
+def _run_both(model, optimized):
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 8, 8, 8)).astype(np.float32)}
+    for flag in (True, False):
+        feeds["cond"] = np.array(flag)
+        expected, actual = run(model, feeds), run(optimized, feeds)
+        for name in expected:
+            np.testing.assert_allclose(actual[name], expected[name], atol=1e-5 * max(1, np.abs(expected[name]).max()))
+
+
+def test_blocks_inside_if_bodies_are_folded():
+    model = _if_model(read_branch_in_body=False)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 2
+    then_branch = next(a.g for a in optimized.graph.node[-1].attribute if a.name == "then_branch")
+    assert [n.op_type for n in then_branch.node] == ["Conv", "Relu"]
+    _run_both(model, optimized)
+
+
+def test_a_tensor_read_by_a_subgraph_is_not_swallowed():
+    model = _if_model(read_branch_in_body=True)
+    optimized, report = qarep_onnx.optimize(model)
+    assert any(r.code == "FAN_OUT" for r in report.refusals)
+    assert report.blocks_folded == 1  # only the block inside the body
+    _run_both(model, optimized)
+
+
+@pytest.mark.parametrize("keep_post_bn", [False, True])
+def test_new_names_do_not_collide(keep_post_bn):
+    model = qarep_model(BlockSpec())
+    model.graph.node[-1].name = "x_folded"
+    optimized, _ = qarep_onnx.optimize(model, keep_post_bn=keep_post_bn)
+    names = [n.name for n in optimized.graph.node]
+    assert len(names) == len(set(names))
+    assert count(optimized, "Conv") == 1
