@@ -279,3 +279,26 @@ def add(forms: list[ConvForm], target: Geometry | None = None) -> ConvForm:
     weight = sum(embed(f, target) for f in forms)
     bias = sum(np.broadcast_to(f.bias, (weight.shape[0],)) for f in forms)
     return ConvForm(weight, np.array(bias, dtype=np.float64), target)
+
+
+def regroup(form: ConvForm) -> ConvForm:
+    """The same conv with the most groups its weight allows (zero blocks off the diagonal dropped).
+
+    Branches with different group counts merge densely (the gcd of their groups); when the merged
+    weight is still block-diagonal for a larger group count, the cheaper grouped conv is exact.
+    """
+    g = form.geometry
+    cout, cpg = form.weight.shape[:2]
+    cin, groups = cpg * g.groups, g.groups
+    candidates = [n for n in range(math.gcd(cout, cin), groups, -1) if n % groups == 0 and cout % n == 0 and cin % n == 0]
+    out_channel = np.arange(cout)
+    absolute_input = (out_channel // (cout // groups))[:, None] * cpg + np.arange(cpg)[None, :]
+    nonzero = np.any(form.weight.reshape(cout, cpg, -1) != 0, axis=2)
+    for n in candidates:
+        first = (out_channel // (cout // n))[:, None] * (cin // n)
+        inside = (absolute_input >= first) & (absolute_input < first + cin // n)
+        if not np.any(nonzero & ~inside):
+            weight = form.weight[inside].reshape(cout, cin // n, *form.weight.shape[2:])
+            geometry = Geometry(g.out_channels, g.in_channels, n, g.kernel, g.stride, g.dilation, g.pads)
+            return ConvForm(weight, form.bias, geometry)
+    return form

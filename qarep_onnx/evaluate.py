@@ -94,7 +94,7 @@ def evaluate(root: Form) -> ConvForm:
     result = values[id(root)]
     if not (np.all(np.isfinite(result.weight)) and np.all(np.isfinite(result.bias))):
         raise FoldAborted("NON_FINITE", "the folded weights are not finite (inf or NaN in the block's constants)")
-    return result
+    return algebra.regroup(result)
 
 
 def model_dtype(root: Form) -> int:

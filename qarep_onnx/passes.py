@@ -1,7 +1,8 @@
 """The fold pass: find linear regions in every graph of a model and replace each with one Conv.
 
-Works in place on a ModelProto: the main graph, then the bodies of If/Loop/Scan nodes (which
-see the enclosing graphs' constants).  Returns a :class:`~qarep_onnx.report.Report`.
+Works in place on a ModelProto: the main graph, the bodies of If/Loop/Scan nodes (which see the
+enclosing graphs' constants) and model-local functions (whose new weights become Constant nodes).
+Returns a :class:`~qarep_onnx.report.Report`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,25 @@ def fold_model(model: onnx.ModelProto, keep_post_bn: bool = False) -> Report:
     report = Report(op_counts_before=op_counts(model))
     names = NameAllocator(all_names(model))
     _fold_graph(model.graph, {}, keep_post_bn, names, report, graph_name=model.graph.name)
+    for function in model.functions:
+        _fold_function(function, keep_post_bn, names, report)
     report.op_counts_after = op_counts(model)
     return report
+
+
+def _fold_function(function: onnx.FunctionProto, keep_post_bn: bool, names: NameAllocator, report: Report) -> None:
+    """Fold a function body through a graph view of it, then write the nodes back."""
+    graph = onnx.helper.make_graph(
+        list(function.node),
+        function.name,
+        [onnx.ValueInfoProto(name=n) for n in function.input],
+        [onnx.ValueInfoProto(name=n) for n in function.output],
+    )
+    before = len(report.folds)
+    _fold_graph(graph, {}, keep_post_bn, names, report, f"{function.domain}::{function.name}", constants_as_nodes=True)
+    if len(report.folds) > before:
+        del function.node[:]
+        function.node.extend(graph.node)
 
 
 def _fold_graph(
@@ -35,11 +53,12 @@ def _fold_graph(
     names: NameAllocator,
     report: Report,
     graph_name: str,
+    constants_as_nodes: bool = False,
 ) -> None:
     index = GraphIndex(graph, outer_constants)
     regions, refusals = RegionFinder(index, keep_post_bn, graph_name).find()
     report.refusals.extend(refusals)
-    rewriter = GraphRewriter(graph, index, names)
+    rewriter = GraphRewriter(graph, index, names, constants_as_nodes)
     for region in regions:
         form = region.form
         node_names = tuple(index.nodes[i].name or index.nodes[i].output[0] for i in region.nodes)
@@ -82,4 +101,4 @@ def _fold_graph(
             subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
             for sub in subgraphs:
                 sub_name = f"{graph_name}/{node.name or node.op_type}.{attr.name}"
-                _fold_graph(sub, index.constants, keep_post_bn, names, report, sub_name)
+                _fold_graph(sub, index.constants, keep_post_bn, names, report, sub_name, constants_as_nodes)

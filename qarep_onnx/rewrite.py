@@ -30,11 +30,14 @@ class NameAllocator:
         return name
 
 
-def all_names(model_or_graph) -> set[str]:
-    """Every tensor and node name in a graph and its subgraphs."""
-    graph = model_or_graph.graph if isinstance(model_or_graph, onnx.ModelProto) else model_or_graph
+def all_names(model: onnx.ModelProto) -> set[str]:
+    """Every tensor and node name in a model: its graph, subgraphs and functions."""
     names: set[str] = set()
-    stack = [graph]
+    stack = [model.graph]
+    for function in model.functions:
+        names.update(function.input)
+        names.update(function.output)
+        stack.append(onnx.helper.make_graph(list(function.node), function.name, [], []))
     while stack:
         g = stack.pop()
         names.update(i.name for i in g.input)
@@ -68,10 +71,14 @@ def make_conv(
 class GraphRewriter:
     """Collects replacements for one graph, then applies them all at once."""
 
-    def __init__(self, graph: onnx.GraphProto, index: GraphIndex, names: NameAllocator) -> None:
+    def __init__(
+        self, graph: onnx.GraphProto, index: GraphIndex, names: NameAllocator, constants_as_nodes: bool = False
+    ) -> None:
         self.graph = graph
         self.index = index
         self.names = names
+        # Function bodies have no initializers: their new weights become Constant nodes in front.
+        self.constants_as_nodes = constants_as_nodes
         self._doomed: set[int] = set()
         self._released: set[str] = set()  # tensors the replaced nodes read
         self._new_initializers: list[onnx.TensorProto] = []
@@ -136,7 +143,13 @@ class GraphRewriter:
         stale = [k for k, t in enumerate(graph.initializer) if t.name in candidates and t.name not in protected]
         for k in reversed(stale):
             del graph.initializer[k]
-        graph.initializer.extend(self._new_initializers)
+        if self.constants_as_nodes:
+            constants = [helper.make_node("Constant", [], [t.name], name=t.name, value=t) for t in self._new_initializers]
+            nodes = constants + list(graph.node)
+            del graph.node[:]
+            graph.node.extend(nodes)
+        else:
+            graph.initializer.extend(self._new_initializers)
         stale_info = [k for k, v in enumerate(graph.value_info) if v.name in removed_outputs]
         for k in reversed(stale_info):
             del graph.value_info[k]

@@ -118,3 +118,18 @@ def test_identity_embeds_as_centre_tap_on_each_channel():
     for c in range(4):
         expected[c, c % 2, 1, 1] = 1.0
     np.testing.assert_array_equal(w, expected)
+
+
+def test_regroup_finds_the_block_diagonal_structure_of_a_dense_weight():
+    rng = np.random.default_rng(2)
+    grouped = rng.standard_normal((8, 2, 3, 3))  # groups=4
+    dense = algebra.embed(algebra.conv_form(grouped, None, 4, (1, 1), (1, 1), (1,) * 4), geometry(3))
+    form = algebra.ConvForm(dense, np.zeros(8), geometry(3))
+    regrouped = algebra.regroup(form)
+    assert regrouped.geometry.groups == 4
+    np.testing.assert_array_equal(regrouped.weight, grouped)
+
+
+def test_regroup_keeps_a_truly_dense_weight():
+    form = algebra.conv_form(np.ones((8, 8, 3, 3)), None, 1, (1, 1), (1, 1), (1,) * 4)
+    assert algebra.regroup(form).geometry.groups == 1

@@ -150,3 +150,25 @@ def test_new_names_do_not_collide(keep_post_bn):
     names = [n.name for n in optimized.graph.node]
     assert len(names) == len(set(names))
     assert count(optimized, "Conv") == 1
+
+
+def test_blocks_inside_model_local_functions_are_folded():
+    b = GraphBuilder(seed=15, constants="constant")
+    qarep_block(b, "fx", BlockSpec(alpha="scalar", bn_3x3="separate"))
+    body_out = b.nodes[-1].output[0]
+    function = helper.make_function(
+        "example.blocks", "QARepBlock", ["fx"], [body_out], b.nodes, [helper.make_opsetid("", 17)]
+    )
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 8, 8])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 8, 8])
+    graph = helper.make_graph([helper.make_node("QARepBlock", ["x"], ["y"], domain="example.blocks")], "g", [x], [y])
+    model = helper.make_model(
+        graph, functions=[function],
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.blocks", 1)],
+    )
+    model.ir_version = 8
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1
+    assert [n.op_type for n in optimized.functions[0].node] == ["Constant", "Constant", "Conv", "Relu"]
+    onnx.checker.check_model(optimized, full_check=True)
+    assert_same_function(model, optimized)

@@ -1,0 +1,86 @@
+"""Every bundled fixture (exported from PyTorch by fixtures/generate.py) folds as its manifest says.
+
+For each export: the folded block count and the Conv count of the natively reparameterized export
+match, the numbers match the original run with ORT_DISABLE_ALL, a second run changes nothing, and
+--keep-post-bn keeps exactly the BatchNorms after the blocks' sums.
+"""
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import assert_same_function, count
+
+import qarep_onnx
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
+
+
+def _id(entry):
+    return f"{entry['name']}-{entry['exporter']}"
+
+
+@pytest.fixture(scope="module", params=MANIFEST, ids=_id)
+def folded(request):
+    entry = request.param
+    model = onnx.load(FIXTURES / entry["file"])
+    optimized, report = qarep_onnx.optimize(model)
+    return entry, model, optimized, report
+
+
+def test_manifest_covers_both_exporters_and_the_detector():
+    exporters = {e["exporter"] for e in MANIFEST}
+    assert {"torchscript", "torchscript_nofold", "dynamo"} <= exporters
+    assert any(e["kind"] == "detector" for e in MANIFEST)
+
+
+def test_folds_as_many_blocks_as_expected(folded):
+    entry, _, optimized, report = folded
+    assert report.blocks_folded == entry["expected_blocks"], [r.message for r in report.refusals]
+
+
+def test_conv_count_equals_the_native_export(folded):
+    entry, _, optimized, _ = folded
+    if entry["native_file"] is None:
+        pytest.skip("no native export for this fixture")
+    assert count(optimized, "Conv") == entry["native_conv_count"]
+
+
+def test_output_matches_the_original(folded):
+    _, model, optimized, _ = folded
+    assert_same_function(model, optimized)
+
+
+def test_output_passes_the_checker(folded):
+    _, model, optimized, _ = folded
+    onnx.checker.check_model(model, full_check=True)
+    onnx.checker.check_model(optimized, full_check=True)
+
+
+def test_second_run_changes_nothing(folded):
+    _, _, optimized, _ = folded
+    again, report = qarep_onnx.optimize(optimized)
+    assert report.regions_folded == 0
+    assert again.SerializeToString() == optimized.SerializeToString()
+
+
+def test_expected_refusal_is_reported(folded):
+    entry, _, _, report = folded
+    if not entry["expected_refusal"]:
+        pytest.skip("no refusal expected")
+    assert entry["expected_refusal"] in {r.code for r in report.refusals}
+
+
+@pytest.mark.parametrize("entry", [e for e in MANIFEST if e["kind"] != "negative"], ids=_id)
+def test_keep_post_bn(entry):
+    model = onnx.load(FIXTURES / entry["file"])
+    fully, _ = qarep_onnx.optimize(model)
+    optimized, report = qarep_onnx.optimize(model, keep_post_bn=True)
+    assert report.blocks_folded == entry["expected_blocks"]
+    kept = count(optimized, "BatchNormalization") - count(fully, "BatchNormalization")
+    assert kept == entry["expected_post_bn"]
+    if entry["native_file"] is not None:
+        assert count(optimized, "Conv") == entry["native_conv_count"]
+    assert_same_function(model, optimized)
