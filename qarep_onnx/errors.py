@@ -22,6 +22,10 @@ class OutputPathError(QarepError):
 
 
 class ValidationError(QarepError):
-    """The optimized model does not compute what the original computed."""
+    """The optimized model does not compute what the original computed; ``report`` says how far."""
 
     exit_code = 4
+
+    def __init__(self, message: str, report=None) -> None:
+        super().__init__(message)
+        self.report = report

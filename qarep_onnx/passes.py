@@ -24,7 +24,7 @@ def fold_model(model: onnx.ModelProto, keep_post_bn: bool = False) -> Report:
     """Fold every linear region of ``model`` in place; ``keep_post_bn`` keeps the BN after a block."""
     report = Report(op_counts_before=op_counts(model))
     names = NameAllocator(all_names(model))
-    _fold_graph(model.graph, {}, keep_post_bn, names, report, graph_name=model.graph.name)
+    _fold_graph(model.graph, {}, keep_post_bn, names, report, graph_name="")
     for function in model.functions:
         _fold_function(function, keep_post_bn, names, report)
     report.op_counts_after = op_counts(model)
@@ -100,5 +100,5 @@ def _fold_graph(
         for attr in node.attribute:
             subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
             for sub in subgraphs:
-                sub_name = f"{graph_name}/{node.name or node.op_type}.{attr.name}"
+                sub_name = f"{graph_name + '/' if graph_name else ''}{node.name or node.op_type}.{attr.name}"
                 _fold_graph(sub, index.constants, keep_post_bn, names, report, sub_name, constants_as_nodes)

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import onnx
+
+if TYPE_CHECKING:
+    from .stats import ModelStats
+    from .validate import ValidationResult
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -58,6 +63,9 @@ class Report:
     refusals: list[Refusal] = field(default_factory=list)
     op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
+    stats_before: ModelStats | None = None
+    stats_after: ModelStats | None = None
+    validation: ValidationResult | None = None
 
     @property
     def blocks_folded(self) -> int:
@@ -76,7 +84,32 @@ class Report:
             "refusals": [asdict(r) for r in self.refusals],
             "op_counts_before": dict(self.op_counts_before),
             "op_counts_after": dict(self.op_counts_after),
+            "parameters": _before_after(self.stats_before, self.stats_after, "parameters"),
+            "flops": _before_after(self.stats_before, self.stats_after, "flops"),
+            "validation": _validation_dict(self.validation),
         }
+
+
+def _before_after(before, after, field_name: str) -> dict | None:
+    if before is None or after is None:
+        return None
+    return {"before": getattr(before, field_name), "after": getattr(after, field_name)}
+
+
+def _validation_dict(result) -> dict | None:
+    if result is None:
+        return None
+    return {
+        "passed": result.passed,
+        "provider": result.provider,
+        "rtol": result.rtol,
+        "atol": result.atol,
+        "outputs": [
+            {"name": o.name, "max_abs_error": o.max_abs_error, "max_abs_reference": o.max_abs_reference,
+             "tolerance": o.tolerance, "passed": o.passed}
+            for o in result.outputs
+        ],
+    }
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:

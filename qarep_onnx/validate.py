@@ -1,10 +1,10 @@
 """Check on onnxruntime that an optimized model computes what the original computed.
 
-Both models run on the same seeded inputs; the original with every graph optimization disabled
-(otherwise onnxruntime folds Conv+BN inside the reference too and hides fold errors).  Each output
-is judged by ``max|a - b| <= atol + rtol * max(1, max|a|)`` with tolerances by element type.
-onnxruntime's CPU provider has no float16 or float64 Conv, so such models are compared through
-exact float32 copies of both graphs.
+Both models run on the same seeded inputs with every graph optimization disabled (otherwise
+onnxruntime folds Conv+BN inside the reference too and hides fold errors).  Each output is judged
+by ``max|a - b| <= atol + rtol * max(1, max|a|)`` with tolerances by element type.
+onnxruntime's CPU provider has no float16 or float64 Conv, so on the CPU such models are compared
+through exact float32 copies of both graphs; on CUDA they run as they are.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import InputModelError, QarepError
+from .errors import InputModelError
+from .providers import ProviderChoice, select_provider, session
 
 # rtol by the model's float type: fp32 folds land near 1e-6; fp16 weights round once (about one
 # ulp, 2**-11, per weight) and that rounding accumulates over a kernel's taps.  float64 models are
-# compared through float32 copies (see as_float32), so float32 arithmetic bounds their error.
+# compared through float32 copies on the CPU (see as_float32), so float32 arithmetic bounds them.
 DEFAULT_RTOL = {onnx.TensorProto.FLOAT: 1e-5, onnx.TensorProto.FLOAT16: 1e-2, onnx.TensorProto.DOUBLE: 1e-5}
 
 _NUMPY = {
@@ -53,7 +54,8 @@ class OutputComparison:
 @dataclass(frozen=True)
 class ValidationResult:
     outputs: tuple[OutputComparison, ...]
-    provider: str
+    provider: str  # "cpu", "cuda" or "tensorrt"
+    provider_note: str  # one line: which provider and why
     rtol: float
     atol: float
 
@@ -150,44 +152,42 @@ def make_inputs(
     return feeds
 
 
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize_graph: bool = False) -> dict[str, np.ndarray]:
-    """Outputs of ``model`` on onnxruntime's CPU provider (graph optimizations off by default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimize_graph:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise QarepError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from exc
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+def run(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize_graph: bool = False, provider: ProviderChoice | None = None
+) -> dict[str, np.ndarray]:
+    """Outputs of ``model`` (CPU unless told; graph optimizations off unless asked)."""
+    s = session(model, provider or select_provider("cpu"), optimize_graph)
+    names = [o.name for o in s.get_outputs()]
+    return dict(zip(names, s.run(names, feeds)))
 
 
 def validate(
     original: onnx.ModelProto,
     optimized: onnx.ModelProto,
     *,
+    provider: str = "auto",
     seed: int = 0,
     rtol: float | None = None,
     atol: float = 0.0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> ValidationResult:
-    """Compare every output of ``optimized`` against ``original`` on the same seeded inputs."""
+    """Compare every output of ``optimized`` against ``original`` on the same seeded inputs.
+
+    ``provider`` is ``auto`` (CUDA when it really works here, else the CPU), ``cpu``, ``cuda`` or
+    ``tensorrt``; ``rtol`` defaults by element type (:data:`DEFAULT_RTOL`).
+    """
+    choice = select_provider(provider)
     float_type = model_float_type(original)
     rtol = DEFAULT_RTOL.get(float_type, 1e-5) if rtol is None else rtol
-    if float_type != onnx.TensorProto.FLOAT:
+    if float_type != onnx.TensorProto.FLOAT and choice.name == "cpu":
         original, optimized = as_float32(original), as_float32(optimized)
     feeds = make_inputs(original, seed, input_shapes)
-    expected = run(original, feeds)
-    actual = run(optimized, feeds)
+    expected = run(original, feeds, provider=choice)
+    actual = run(optimized, feeds, provider=choice)
     outputs = []
     for name, a in expected.items():
-        b = actual[name]
-        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        a64, b64 = np.asarray(a, np.float64), np.asarray(actual[name], np.float64)
         reference = float(np.max(np.abs(a64))) if a64.size else 0.0
         error = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
         outputs.append(OutputComparison(name, error, reference, atol + rtol * max(1.0, reference)))
-    return ValidationResult(tuple(outputs), "CPUExecutionProvider", rtol, atol)
+    return ValidationResult(tuple(outputs), choice.name, choice.note, rtol, atol)

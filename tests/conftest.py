@@ -10,7 +10,7 @@ from qarep_onnx.validate import validate  # noqa: E402
 
 def assert_same_function(original, optimized, rtol=None):
     """The optimized model matches the original run with ORT_DISABLE_ALL, within the dtype's tolerance."""
-    result = validate(original, optimized, rtol=rtol)
+    result = validate(original, optimized, rtol=rtol, provider="cpu")
     worst = result.worst
     assert result.passed, f"output {worst.name}: max|a-b| {worst.max_abs_error:.3g} > {worst.tolerance:.3g}"
     return result

@@ -1,0 +1,90 @@
+"""Parameter count and an estimate of FLOPs, for the summary's before/after columns.
+
+FLOPs need tensor shapes, so shape inference runs on a light copy of the graph: initializers are
+declared as typed inputs instead of carried, which keeps this cheap on large models.  Counted:
+Conv and Gemm/MatMul as 2 FLOPs per multiply-accumulate, BatchNormalization as 2 per element, and
+Add/Sub/Mul/Div/Sum as 1 per output element; other ops are left out.  Symbolic dimensions without
+a given shape make FLOPs unknown (``None``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import onnx
+from onnx import helper
+
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Sum"}
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    parameters: int  # float elements in initializers and Constant nodes
+    flops: int | None
+
+
+def parameter_count(model: onnx.ModelProto) -> int:
+    total = sum(math.prod(t.dims) for t in model.graph.initializer)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    total += math.prod(attr.t.dims)
+    return total
+
+
+def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None) -> onnx.ModelProto:
+    graph = model.graph
+    inputs = []
+    for value in graph.input:
+        shape = (input_shapes or {}).get(value.name)
+        if shape is not None:
+            value = helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, list(shape))
+        inputs.append(value)
+    declared = {v.name for v in inputs}
+    inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in graph.initializer if t.name not in declared]
+    light = helper.make_graph(list(graph.node), graph.name, inputs, list(graph.output))
+    copy = helper.make_model(light, opset_imports=list(model.opset_import), functions=list(model.functions))
+    copy.ir_version = model.ir_version
+    return copy
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        dims = value.type.tensor_type.shape.dim
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            if all(d.HasField("dim_value") for d in dims):
+                shapes[value.name] = tuple(d.dim_value for d in dims)
+    return shapes
+
+
+def flop_estimate(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> int | None:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_light_copy(model, input_shapes))
+    except Exception:  # shape inference rejects some valid models; then there is no estimate
+        return None
+    shapes = _shapes(inferred)
+    total = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if node.op_type == "Conv":
+            weight = shapes.get(node.input[1])
+            if out is None or weight is None:
+                return None
+            total += 2 * math.prod(out) * math.prod(weight[1:])
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0])
+            if out is None or a is None:
+                return None
+            total += 2 * math.prod(out) * a[-1]
+        elif node.op_type == "BatchNormalization" and out is not None:
+            total += 2 * math.prod(out)
+        elif node.op_type in _ELEMENTWISE and out is not None:
+            total += math.prod(out)
+    return total
+
+
+def model_stats(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelStats:
+    return ModelStats(parameter_count(model), flop_estimate(model, input_shapes))
