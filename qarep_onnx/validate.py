@@ -9,6 +9,7 @@ through exact float32 copies of both graphs; on CUDA they run as they are.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,8 +163,8 @@ def run(
 
 
 def validate(
-    original: onnx.ModelProto,
-    optimized: onnx.ModelProto,
+    original: onnx.ModelProto | str | os.PathLike,
+    optimized: onnx.ModelProto | str | os.PathLike,
     *,
     provider: str = "auto",
     seed: int = 0,
@@ -171,11 +172,15 @@ def validate(
     atol: float = 0.0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> ValidationResult:
-    """Compare every output of ``optimized`` against ``original`` on the same seeded inputs.
+    """Compare every output of ``optimized`` against ``original`` (models or paths) on the same seeded inputs.
 
     ``provider`` is ``auto`` (CUDA when it really works here, else the CPU), ``cpu``, ``cuda`` or
     ``tensorrt``; ``rtol`` defaults by element type (:data:`DEFAULT_RTOL`).
     """
+    from .io import load_model
+
+    original = original if isinstance(original, onnx.ModelProto) else load_model(original)
+    optimized = optimized if isinstance(optimized, onnx.ModelProto) else load_model(optimized)
     choice = select_provider(provider)
     float_type = model_float_type(original)
     rtol = DEFAULT_RTOL.get(float_type, 1e-5) if rtol is None else rtol

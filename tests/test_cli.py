@@ -1,12 +1,13 @@
 """End to end through the command line: summary, exit codes, one-line errors, no partial output."""
 
+import json
 import os
 import subprocess
 import sys
 
 import onnx
 import pytest
-from builders import BlockSpec, qarep_model
+from builders import BlockSpec, GraphBuilder, qarep_model
 from conftest import assert_same_function, count
 
 import qarep_onnx
@@ -92,3 +93,90 @@ def test_same_file_with_force_overwrites(model_path):
 def test_usage_error_is_reported_by_click(tmp_path):
     result = cli("optimize", tmp_path / "only-one-arg.onnx")
     assert result.returncode == 2 and "Missing argument" in result.stderr
+
+
+# -- validation, reports, inspect, bench ----------------------------------------------------
+
+
+def test_validate_prints_the_provider_and_each_output(model_path, tmp_path):
+    result = cli("optimize", "--validate", "--provider", "auto", model_path, tmp_path / "out.onnx")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("provider: ") == 1 and "validation passed" in result.stdout
+    assert "[E:onnxruntime" not in result.stderr and "EP Error" not in result.stderr + result.stdout
+
+
+def test_failing_validation_exits_non_zero_and_writes_nothing(model_path, tmp_path):
+    out = tmp_path / "out.onnx"
+    result = cli("optimize", "--validate", "--provider", "cpu", "--atol", "0", "--rtol", "0", model_path, out)
+    assert result.returncode == 4
+    assert "validation failed" in result.stderr and "differs by" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
+
+
+def test_unavailable_provider_is_one_line(model_path, tmp_path):
+    result = cli("optimize", "--validate", "--provider", "tensorrt", model_path, tmp_path / "out.onnx")
+    if result.returncode == 0:
+        pytest.skip("TensorRT works on this machine")
+    assert result.returncode == 5 and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_explain_and_json_report(model_path, tmp_path):
+    report_path = tmp_path / "report.json"
+    result = cli("optimize", "--explain", "--json", report_path, model_path, tmp_path / "out.onnx")
+    assert result.returncode == 0, result.stderr
+    folded_lines = [line for line in result.stdout.splitlines() if line.startswith("folded  ")]
+    assert len(folded_lines) == 1 and "3 branch(es)" in folded_lines[0] and "3x3 stride 1x1" in folded_lines[0]
+    report = json.loads(report_path.read_text())
+    assert report["schema_version"] == 1 and report["blocks_folded"] == 1
+    assert report["op_counts_before"]["Conv"] == 2 and report["op_counts_after"]["Conv"] == 1
+    assert report["parameters"]["after"] < report["parameters"]["before"]
+    assert report["flops"]["after"] < report["flops"]["before"]
+
+
+def test_json_to_stdout_keeps_stdout_machine_readable(model_path, tmp_path):
+    result = cli("optimize", "--json", "-", model_path, tmp_path / "out.onnx")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["folds"][0]["branches"] == 3
+    assert "folded 1 blocks" in result.stderr
+
+
+def test_inspect_writes_nothing_and_explains(model_path, tmp_path):
+    before = sorted(tmp_path.iterdir())
+    result = cli("inspect", model_path)
+    assert result.returncode == 0, result.stderr
+    assert "folded  " in result.stdout and "Conv" in result.stdout
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_inspect_lists_refusals(tmp_path):
+    b = GraphBuilder(seed=9)
+    x = b.input([1, 8, 8, 8])
+    y3 = b.conv(x, 8, 8, 3, stride=2)
+    y5 = b.conv(x, 8, 8, 5, pad=0)
+    path = tmp_path / "bad.onnx"
+    onnx.save(b.model([b.op("Add", [y3, y5])]), path)
+    result = cli("inspect", path)
+    assert "refused [STRIDE_MISMATCH]" in result.stdout
+
+
+def test_bench_prints_latency_and_speedup(model_path):
+    result = cli("bench", "--provider", "cpu", "--runs", "5", "--warmup", "1", model_path)
+    assert result.returncode == 0, result.stderr
+    assert "original" in result.stdout and "optimized" in result.stdout and "speedup" in result.stdout
+
+
+def test_quiet_prints_nothing(model_path, tmp_path):
+    result = cli("-q", "optimize", model_path, tmp_path / "out.onnx")
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_verbose_logs(model_path, tmp_path):
+    result = cli("-v", "optimize", model_path, tmp_path / "out.onnx")
+    assert result.returncode == 0 and "folding" in result.stderr
+
+
+def test_malformed_input_shape_is_a_usage_error(model_path, tmp_path):
+    result = cli("optimize", "--input-shape", "x:1xAx3", model_path, tmp_path / "out.onnx")
+    assert result.returncode == 2 and "NAME:DxDx" in result.stderr
