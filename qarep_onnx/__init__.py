@@ -17,7 +17,7 @@ from typing import NamedTuple
 import onnx
 
 from .errors import InputModelError, OutputPathError, QarepError, ValidationError
-from .io import check_is_model, load_model, save_model
+from .io import check_is_model, load_model, read_model, save_model
 from .passes import fold_model
 from .progress import step
 from .providers import ProviderError
@@ -74,12 +74,14 @@ def optimize(
     :class:`ValidationError`; ``input_shapes`` fixes symbolic input dimensions.
     Returns the optimized model and a :class:`Report` of folds, refusals, op counts and sizes.
     """
+    input_external_data = False
     if isinstance(model, onnx.ModelProto):
         check_is_model(model, "model")
         original = model
     elif isinstance(model, (str, os.PathLike)):
         with step(f"loading {model}"):
-            original = load_model(model)
+            loaded = read_model(model)
+        original, input_external_data = loaded.model, loaded.external_data
     else:
         raise InputModelError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
     stats_before = model_stats(original, input_shapes)
@@ -92,6 +94,7 @@ def optimize(
         report = fold_model(working, keep_post_bn=keep_post_bn)
     log.info("folded %d blocks (%d regions), %d refusals", report.blocks_folded, report.regions_folded, len(report.refusals))
     report.stats_before = stats_before
+    report.input_external_data = input_external_data
     report.stats_after = model_stats(working, input_shapes)
     if validate:
         with step("validating"):

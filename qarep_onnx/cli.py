@@ -106,6 +106,10 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
 @click.option("--keep-post-bn", is_flag=True, help="Keep the BatchNorm after each block's sum as its own node (partial fusion).")
 @click.option("--force", is_flag=True, help="Allow OUT to be the same file as IN.")
+@click.option(
+    "--external-data", is_flag=False, flag_value="", default=None, metavar="[LOCATION]",
+    help="Write weights to an external data file (default name: OUT.data). Automatic when IN had one or OUT passes 2 GB.",
+)
 @click.option("--validate", is_flag=True, help="Check on onnxruntime that OUT computes what IN computes; on a mismatch OUT is not written.")
 @_provider_option
 @click.option("--rtol", type=float, help="Relative tolerance for --validate (default by dtype: fp32 1e-5, fp16 1e-2).")
@@ -115,8 +119,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 @click.option("--explain", is_flag=True, help="List every region folded or refused, and why.")
 @_json_option
 @click.pass_obj
-def optimize_command(obj, input_path, output_path, keep_post_bn, force, validate, provider, rtol, atol, seed,
-                     input_shapes, explain, json_path) -> None:
+def optimize_command(obj, input_path, output_path, keep_post_bn, force, external_data, validate, provider, rtol, atol,
+                     seed, input_shapes, explain, json_path) -> None:
     """Fold every block of IN into one Conv and write the result to OUT."""
     if _same_file(input_path, output_path) and not force:
         raise OutputPathError(f"{output_path}: OUT is the input file; choose another path or pass --force")
@@ -125,11 +129,18 @@ def optimize_command(obj, input_path, output_path, keep_post_bn, force, validate
         input_path, keep_post_bn=keep_post_bn, validate=validate, provider=provider, rtol=rtol, atol=atol,
         input_shapes=input_shapes, seed=seed,
     )
+    if external_data:  # a location was given
+        external = external_data
+    elif external_data == "" or result.report.input_external_data:
+        external = True
+    else:
+        external = None  # one file, unless the model passes 2 GB
     with step(f"saving {output_path}"):
-        save_model(result.model, output_path)
+        data_file = save_model(result.model, output_path, external_data=external)
     if explain:
         out.lines(explain_lines(result.report))
-    out.lines(summary_lines(result.report) + [f"wrote {output_path}"])
+    wrote = f"wrote {output_path}" + (f" (weights in {data_file.name})" if data_file else "")
+    out.lines(summary_lines(result.report) + [wrote])
     _write_json(result.report, json_path)
 
 

@@ -1,13 +1,16 @@
-"""Load models with errors a user can act on; save them atomically.
+"""Load models with errors a user can act on; save them atomically, with external data when needed.
 
-Saving writes to a temporary file in the destination folder and renames it over the target, so
-an interrupted run never leaves a partial output and never touches the input.
+Saving writes to temporary files in the destination folder and renames them over the targets
+(the external data first, then the model that points to it), so an interrupted run never leaves
+a partial output and never touches the input.  Large weights go to an external data file when
+the input had one, when the model would pass protobuf's 2 GB limit, or when asked.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -15,29 +18,110 @@ from google.protobuf.message import DecodeError
 
 from .errors import InputModelError, OutputPathError
 
+PROTOBUF_LIMIT = 2**31 - 1
+# Tensors smaller than this stay inside the model file when weights go external.
+EXTERNAL_THRESHOLD = 1024
 
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: onnx.ModelProto
+    external_data: bool  # some weights came from external data files
+    size_bytes: int  # model file plus external data
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """Initializers and Constant-node tensors of every graph (subgraphs and functions included)."""
+    from .graph import node_subgraphs
+
+    graphs = [model.graph]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs:
+        g = graphs.pop()
+        yield from g.initializer
+        nodes.extend(g.node)
+        while nodes:
+            node = nodes.pop()
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+            graphs.extend(node_subgraphs(node))
+
+
+def _external_info(tensor: onnx.TensorProto) -> dict[str, str]:
+    return {e.key: e.value for e in tensor.external_data}
+
+
+def _load_external_data(model: onnx.ModelProto, folder: Path, label: str) -> int:
+    """Read every external tensor into memory, refusing locations outside ``folder``."""
+    total = 0
+    handles: dict[Path, object] = {}
+    root = folder.resolve()
+    try:
+        for tensor in _all_tensors(model):
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            info = _external_info(tensor)
+            location = info.get("location", "")
+            path = (folder / location).resolve()
+            if not location or Path(location).is_absolute() or root not in path.parents:
+                raise InputModelError(
+                    f"{label}: external data location '{location}' of tensor '{tensor.name}' is outside the "
+                    f"model's folder {folder}; keep the data file beside the model"
+                )
+            if not path.is_file():
+                raise InputModelError(
+                    f"{label}: external data file '{location}' of tensor '{tensor.name}' is missing from {folder}"
+                )
+            if path not in handles:
+                handles[path] = open(path, "rb")
+            f = handles[path]
+            offset, length = int(info.get("offset", 0)), info.get("length")
+            f.seek(offset)
+            data = f.read() if length is None else f.read(int(length))
+            if length is not None and len(data) != int(length):
+                raise InputModelError(f"{label}: external data file '{location}' is shorter than tensor '{tensor.name}' needs")
+            tensor.raw_data = data
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+            total += len(data)
+    finally:
+        for f in handles.values():
+            f.close()
+    return total
+
+
+def read_model(path: str | os.PathLike) -> LoadedModel:
+    """Load a model and its external data, or raise :class:`InputModelError` saying what is wrong."""
     p = Path(path)
     if not p.exists():
         raise InputModelError(f"{p}: no such file")
     if p.is_dir():
         raise InputModelError(f"{p}: is a directory, not an ONNX model file")
-    if p.stat().st_size == 0:
+    size = p.stat().st_size
+    if size == 0:
         raise InputModelError(f"{p}: the file is empty")
     try:
-        model = onnx.load(str(p))
-    except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as exc:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputModelError(f"{p}: not a readable ONNX model ({reason})") from exc
+    except OSError as exc:
+        raise InputModelError(f"{p}: cannot read the file ({exc.strerror or exc})") from exc
     check_is_model(model, str(p))
-    return model
+    external = _load_external_data(model, p.parent, str(p))
+    return LoadedModel(model, external > 0, size + external)
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    return read_model(path).model
 
 
 def check_is_model(model: onnx.ModelProto, label: str) -> None:
     if not isinstance(model, onnx.ModelProto):
         raise InputModelError(f"{label}: expected an onnx.ModelProto, got {type(model).__name__}")
-    if model.ir_version <= 0 or not model.HasField("graph"):
-        raise InputModelError(f"{label}: not an ONNX model (no IR version or no graph)")
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise InputModelError(f"{label}: not an ONNX model (no IR version, graph or opset import)")
     if model.ir_version > onnx.IR_VERSION:
         raise InputModelError(
             f"{label}: IR version {model.ir_version} is newer than this onnx ({onnx.__version__}) supports "
@@ -51,28 +135,110 @@ def _umask() -> int:
     return mask
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+def _temporary(folder: Path, name: str, label: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputPathError(f"{label}: cannot write in {folder} ({exc.strerror or exc})") from exc
+
+
+def _initializers(model: onnx.ModelProto):
+    from .graph import node_subgraphs
+
+    graphs = [model.graph]
+    while graphs:
+        g = graphs.pop()
+        yield from g.initializer
+        for node in g.node:
+            graphs.extend(node_subgraphs(node))
+
+
+def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple[onnx.TensorProto, bytes]]:
+    """Move large raw initializers into ``data_file``; returns what to put back into the model afterwards."""
+    moved = []
+    offset = 0
+    for tensor in _initializers(model):
+        if not tensor.HasField("raw_data") or len(tensor.raw_data) < EXTERNAL_THRESHOLD:
+            continue
+        data = tensor.raw_data
+        padding = -offset % 4096  # page-aligned, so readers can map it
+        data_file.write(b"\0" * padding)
+        offset += padding
+        data_file.write(data)
+        moved.append((tensor, data))
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        offset += len(data)
+    return moved
+
+
+def _restore(moved: list[tuple[onnx.TensorProto, bytes]]) -> None:
+    for tensor, data in moved:
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = data
+
+
+def save_model(
+    model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | str | None = None
+) -> Path | None:
+    """Write ``model`` to ``path`` atomically; returns the external data file written, if any.
+
+    ``external_data``: ``None`` writes one file unless the model passes 2 GB; ``True`` writes weights
+    to ``<OUT name>.data`` beside OUT; a string names that file (relative to OUT's folder).  The
+    model object is left as it was.
+    """
     p = Path(path)
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise OutputPathError(f"{p}: the folder {folder} does not exist")
     if p.is_dir():
         raise OutputPathError(f"{p}: is a directory; give a file name for the output model")
+    if external_data is None and model.ByteSize() > PROTOBUF_LIMIT:
+        external_data = True
+    location = None
+    if external_data:
+        location = f"{p.name}.data" if external_data is True else str(external_data)
+        data_path = (folder / location).resolve()
+        if Path(location).is_absolute() or folder.resolve() not in data_path.parents:
+            raise OutputPathError(f"{location}: the external data file must be inside the output folder {folder}")
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+
+    temporaries = []
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise OutputPathError(f"{p}: cannot write in {folder} ({exc.strerror or exc})") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
-        os.replace(tmp, p)
-    except BaseException as exc:
+        moved = []
+        if location is not None:
+            data_fd, data_tmp = _temporary(data_path.parent, data_path.name, p)
+            temporaries.append(data_tmp)
+            with os.fdopen(data_fd, "wb") as f:
+                moved = _externalize(model, f, location)
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputPathError(f"{p}: cannot write the model ({exc.strerror or exc})") from exc
-        raise
+            payload = model.SerializeToString()
+        finally:
+            _restore(moved)
+        model_fd, model_tmp = _temporary(folder, p.name, p)
+        temporaries.append(model_tmp)
+        with os.fdopen(model_fd, "wb") as f:
+            f.write(payload)
+        del payload
+        mode = 0o666 & ~_umask()  # mkstemp makes files private; give them the usual mode
+        for tmp in temporaries:
+            os.chmod(tmp, mode)
+        if location is not None:
+            os.replace(temporaries[0], data_path)
+        os.replace(model_tmp, p)
+        temporaries.clear()
+    except OSError as exc:
+        raise OutputPathError(f"{p}: cannot write the model ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # protobuf refuses messages over 2 GB
+        raise OutputPathError(f"{p}: the model is too large for one file; pass --external-data ({exc})") from exc
+    finally:
+        for tmp in temporaries:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return data_path if location is not None else None

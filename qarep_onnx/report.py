@@ -66,6 +66,7 @@ class Report:
     stats_before: ModelStats | None = None
     stats_after: ModelStats | None = None
     validation: ValidationResult | None = None
+    input_external_data: bool = False  # the input's weights were in external data files
 
     @property
     def blocks_folded(self) -> int:
