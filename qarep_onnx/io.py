@@ -153,7 +153,7 @@ def _initializers(model: onnx.ModelProto):
             graphs.extend(node_subgraphs(node))
 
 
-def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple[onnx.TensorProto, bytes]]:
+def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple[onnx.TensorProto, bytes, bool]]:
     """Move large raw initializers into ``data_file``; returns what to put back into the model afterwards."""
     moved = []
     offset = 0
@@ -161,11 +161,12 @@ def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple
         if not tensor.HasField("raw_data") or len(tensor.raw_data) < EXTERNAL_THRESHOLD:
             continue
         data = tensor.raw_data
+        had_location = tensor.HasField("data_location")
         padding = -offset % 4096  # page-aligned, so readers can map it
         data_file.write(b"\0" * padding)
         offset += padding
         data_file.write(data)
-        moved.append((tensor, data))
+        moved.append((tensor, data, had_location))
         tensor.ClearField("raw_data")
         tensor.data_location = onnx.TensorProto.EXTERNAL
         for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
@@ -175,10 +176,13 @@ def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple
     return moved
 
 
-def _restore(moved: list[tuple[onnx.TensorProto, bytes]]) -> None:
-    for tensor, data in moved:
+def _restore(moved: list[tuple[onnx.TensorProto, bytes, bool]]) -> None:
+    for tensor, data, had_location in moved:
         del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+        if had_location:
+            tensor.data_location = onnx.TensorProto.DEFAULT
+        else:
+            tensor.ClearField("data_location")
         tensor.raw_data = data
 
 

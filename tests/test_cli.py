@@ -4,6 +4,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
 
 import onnx
 import pytest
@@ -51,37 +55,81 @@ def test_version_and_help():
     assert helped.returncode == 0 and "--keep-post-bn" in helped.stdout
 
 
+def _external_model(tmp_path, location):
+    """A model whose weights point at an external data file ``location`` (which is not written)."""
+    model = qarep_model(BlockSpec(channels_in=32, channels_out=32))
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "36864")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / f"external_{abs(hash(location))}.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
 def _bad_inputs(tmp_path, model_path):
+    """Every bad input of the CLI: (IN, OUT, documented exit code)."""
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
     noise = tmp_path / "noise.onnx"
     noise.write_bytes(os.urandom(4096))
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(model_path.read_bytes()[:200])
+    not_a_model = tmp_path / "tensor.onnx"
+    not_a_model.write_bytes(onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "t").SerializeToString())
+    too_new = tmp_path / "too_new.onnx"
+    future = onnx.load(model_path)
+    future.ir_version = onnx.IR_VERSION + 1
+    too_new.write_bytes(future.SerializeToString())
+    out = tmp_path / "o.onnx"
     return {
-        "missing": (tmp_path / "nope.onnx", tmp_path / "o.onnx", 2),
-        "directory": (tmp_path, tmp_path / "o.onnx", 2),
-        "empty": (empty, tmp_path / "o.onnx", 2),
-        "random bytes": (noise, tmp_path / "o.onnx", 2),
-        "truncated": (truncated, tmp_path / "o.onnx", 2),
+        "missing": (tmp_path / "nope.onnx", out, 2),
+        "directory": (tmp_path, out, 2),
+        "empty": (empty, out, 2),
+        "random bytes": (noise, out, 2),
+        "truncated": (truncated, out, 2),
+        "protobuf that is not a model": (not_a_model, out, 2),
+        "IR version too new": (too_new, out, 2),
+        "missing external data": (_external_model(tmp_path, "weights.bin"), out, 2),
+        "external data outside the folder": (_external_model(tmp_path, "../outside.bin"), out, 2),
         "output folder missing": (model_path, tmp_path / "no" / "o.onnx", 3),
+        "output folder not writable": (model_path, Path("/sys/qarep-onnx-test.onnx"), 3),
         "output is a directory": (model_path, tmp_path, 3),
         "output is the input": (model_path, model_path, 3),
     }
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["missing", "directory", "empty", "random bytes", "truncated", "output folder missing", "output is a directory", "output is the input"],
-)
+def _can_write_in(folder):
+    try:
+        fd, name = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+BAD_INPUTS = [
+    "missing", "directory", "empty", "random bytes", "truncated", "protobuf that is not a model", "IR version too new",
+    "missing external data", "external data outside the folder", "output folder missing", "output folder not writable",
+    "output is a directory", "output is the input",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_gives_one_line_and_an_exit_code(case, tmp_path, model_path):
     source, out, code = _bad_inputs(tmp_path, model_path)[case]
+    if case == "output folder not writable" and _can_write_in(out.parent):
+        pytest.skip(f"{out.parent} is writable here")
     before = set(tmp_path.rglob("*"))
     result = cli("optimize", source, out)
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("qarep-onnx: error:") and "Traceback" not in result.stderr
     assert set(tmp_path.rglob("*")) == before  # no output, no temporary file left behind
+    assert not out.is_file() or out == source
 
 
 def test_same_file_with_force_overwrites(model_path):
