@@ -175,6 +175,7 @@ class ConvForm:
     """``y = conv(X; weight, bias)`` in float64 with the geometry it was built for."""
 
     weight: np.ndarray  # (out_channels, in_channels / groups, *kernel); (C, 1) when diagonal
+    # float64, except a leaf's weight before any arithmetic (see conv_form)
     bias: np.ndarray  # (out_channels,)
     geometry: Geometry
 
@@ -187,8 +188,12 @@ def conv_form(
     dilation: tuple[int, ...],
     pads: tuple[int, ...],
 ) -> ConvForm:
-    """A Conv node as a form: the leaf of every region."""
-    w = np.asarray(weight, dtype=np.float64)
+    """A Conv node as a form: the leaf of every region.
+
+    The weight keeps the float type it was stored in (exactly representable in float64) until the
+    first arithmetic on it, which computes in float64: that saves a full copy of every weight.
+    """
+    w = np.asarray(weight)
     b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
     return ConvForm(w, b, conv_geometry(w.shape, groups, stride, dilation, pads))
 
@@ -216,12 +221,19 @@ def _per_channel(values: np.ndarray | float, channels: int) -> np.ndarray:
     return np.broadcast_to(v, (channels,)) if v.size == 1 else v
 
 
-def scale(form: ConvForm, factor: np.ndarray | float) -> ConvForm:
-    """``factor * y`` with a scalar or per-output-channel factor."""
+def scale(form: ConvForm, factor: np.ndarray | float, in_place: bool = False) -> ConvForm:
+    """``factor * y`` with a scalar or per-output-channel factor.
+
+    ``in_place`` lets a caller that owns ``form`` (nothing else reads it) skip a copy of a float64
+    weight; the result is the same.
+    """
     channels = form.weight.shape[0]
-    f = _per_channel(factor, channels)
-    w = form.weight * f.reshape((channels,) + (1,) * (form.weight.ndim - 1))
-    return ConvForm(w, form.bias * f, form.geometry)
+    f = _per_channel(factor, channels).reshape((channels,) + (1,) * (form.weight.ndim - 1))
+    if in_place and form.weight.dtype == np.float64 and form.weight.flags.writeable:
+        w = np.multiply(form.weight, f, out=form.weight)
+    else:
+        w = form.weight * f
+    return ConvForm(w, form.bias * f.reshape(-1), form.geometry)
 
 
 def shift(form: ConvForm, offset: np.ndarray | float) -> ConvForm:
@@ -236,20 +248,21 @@ def batch_norm(
     mean: np.ndarray,
     var: np.ndarray,
     epsilon: float,
+    in_place: bool = False,
 ) -> ConvForm:
     """Inference BatchNorm: ``t = gamma / sqrt(var + eps)``, ``W' = t W``, ``b' = t (b - mean) + beta``."""
     t = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + float(epsilon))
-    return shift(scale(shift(form, -np.asarray(mean, np.float64)), t), np.asarray(beta, np.float64))
+    centred = shift(form, -np.asarray(mean, np.float64))
+    return shift(scale(centred, t, in_place), np.asarray(beta, np.float64))
 
 
-def embed(form: ConvForm, target: Geometry) -> np.ndarray:
-    """``form``'s kernel written in ``target``'s kernel grid and group count (zeros elsewhere)."""
+def _accumulate(out: np.ndarray, form: ConvForm, target: Geometry) -> None:
+    """``out += form``'s kernel written in ``target``'s kernel grid and group count."""
     g = _promoted(form.geometry, target.rank)
     w = form.weight.reshape(form.weight.shape + (1,) * (target.rank + 2 - form.weight.ndim))
     cout = w.shape[0]
     cin = target.in_channels if target.in_channels is not None else cout
     groups = target.groups if target.groups is not None else cin
-    out = np.zeros((cout, cin // groups, *target.kernel))
 
     spatial = []
     for a in range(target.rank):
@@ -260,25 +273,52 @@ def embed(form: ConvForm, target: Geometry) -> np.ndarray:
         spatial.append(slice(start, start + step * (g.kernel[a] - 1) + 1, step))
 
     form_groups = g.groups if g.groups is not None else cin
-    cin_per_form_group = w.shape[1]
     ratio = form_groups // groups  # how many form groups share one target group
+    if ratio == 1:
+        out[(slice(None), slice(None), *spatial)] += w
+        return
+    # Output channel o of form group j reads inputs j*cpg..(j+1)*cpg; in the target's wider group
+    # those sit at offset (j % ratio) * cpg.  Every (row, col) pair is distinct, so += is exact.
+    cin_per_form_group = w.shape[1]
     out_channel = np.arange(cout)
-    form_group = out_channel // (cout // form_groups)
-    first_input = (form_group % ratio) * cin_per_form_group
+    first_input = ((out_channel // (cout // form_groups)) % ratio) * cin_per_form_group
     rows = out_channel[:, None]
     cols = first_input[:, None] + np.arange(cin_per_form_group)[None, :]
-    out[(rows, cols, *spatial)] = w
+    out[(rows, cols, *spatial)] += w
+
+
+def _kernel_shape(target: Geometry, channels: int) -> tuple[int, ...]:
+    cin = target.in_channels if target.in_channels is not None else channels
+    groups = target.groups if target.groups is not None else cin
+    return (channels, cin // groups, *target.kernel)
+
+
+def embed(form: ConvForm, target: Geometry) -> np.ndarray:
+    """``form``'s kernel written in ``target``'s kernel grid and group count (zeros elsewhere)."""
+    out = np.zeros(_kernel_shape(target, form.weight.shape[0]))
+    _accumulate(out, form, target)
     return out
 
 
 def add(forms: list[ConvForm], target: Geometry | None = None) -> ConvForm:
     """Sum of forms over the same X, as one form with the merged geometry."""
     target = target or merge_geometry([f.geometry for f in forms])
+    bias = sum(f.bias for f in forms)
     if target.is_diagonal:
-        return ConvForm(sum(f.weight for f in forms), sum(f.bias for f in forms), target)
-    weight = sum(embed(f, target) for f in forms)
-    bias = sum(np.broadcast_to(f.bias, (weight.shape[0],)) for f in forms)
-    return ConvForm(weight, np.array(bias, dtype=np.float64), target)
+        return ConvForm(sum(f.weight for f in forms), bias, target)
+    # Start from a copy of a branch already laid out like the result (usually the largest kernel),
+    # then add the others into it: one pass less over the largest weight than zeros + add.
+    shape = _kernel_shape(target, forms[0].weight.shape[0])
+    base = next((f for f in forms if f.weight.shape == shape and _same_layout(f.geometry, target)), None)
+    weight = base.weight.astype(np.float64) if base is not None else np.zeros(shape)
+    for f in forms:
+        if f is not base:
+            _accumulate(weight, f, target)
+    return ConvForm(weight, bias, target)
+
+
+def _same_layout(g: Geometry, target: Geometry) -> bool:
+    return g.kernel == target.kernel and g.dilation == target.dilation and g.groups == target.groups
 
 
 def regroup(form: ConvForm) -> ConvForm:
@@ -291,6 +331,8 @@ def regroup(form: ConvForm) -> ConvForm:
     cout, cpg = form.weight.shape[:2]
     cin, groups = cpg * g.groups, g.groups
     candidates = [n for n in range(math.gcd(cout, cin), groups, -1) if n % groups == 0 and cout % n == 0 and cin % n == 0]
+    if not candidates or np.all(np.any(form.weight[0].reshape(cpg, -1) != 0, axis=1)):
+        return form  # output channel 0 reads every input of its group: no larger group count fits
     out_channel = np.arange(cout)
     absolute_input = (out_channel // (cout // groups))[:, None] * cpg + np.arange(cpg)[None, :]
     nonzero = np.any(form.weight.reshape(cout, cpg, -1) != 0, axis=2)

@@ -31,19 +31,21 @@ def _channel_values(constant) -> np.ndarray:
 
 
 def _apply_step(value: ConvForm, step: AffineStep) -> ConvForm:
+    # Each value in a region has exactly one reader (the region's single-use rule), so a step may
+    # overwrite its input's float64 weight instead of copying it.
     if step.kind == "batch_norm":
         gamma, beta, mean, var = (_channel_values(c) for c in step.values)
-        return algebra.batch_norm(value, gamma, beta, mean, var, step.epsilon)
+        return algebra.batch_norm(value, gamma, beta, mean, var, step.epsilon, in_place=True)
     if step.kind == "negate":
-        return algebra.scale(value, -1.0)
+        return algebra.scale(value, -1.0, in_place=True)
     (constant,) = step.values
     v = _channel_values(constant)
     if step.kind == "scale":
-        return algebra.scale(value, v)
+        return algebra.scale(value, v, in_place=True)
     if step.kind == "divide":
         if np.any(v == 0):
             raise FoldAborted("DIVISION_BY_ZERO", f"divides by a constant '{constant.name}' that contains zeros")
-        return algebra.scale(value, 1.0 / v)
+        return algebra.scale(value, 1.0 / v, in_place=True)
     if step.kind == "shift":
         return algebra.shift(value, v)
     if step.kind == "unshift":
@@ -92,7 +94,8 @@ def evaluate(root: Form) -> ConvForm:
             continue
         values[id(form)] = _evaluate_one(form, [values[id(o)] for o in form.operands], identity_channels)
     result = values[id(root)]
-    if not (np.all(np.isfinite(result.weight)) and np.all(np.isfinite(result.bias))):
+    # One reduction instead of an elementwise mask: a sum of finite weights is finite.
+    if not (np.isfinite(result.weight.sum()) and np.all(np.isfinite(result.bias))):
         raise FoldAborted("NON_FINITE", "the folded weights are not finite (inf or NaN in the block's constants)")
     return algebra.regroup(result)
 

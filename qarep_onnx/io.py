@@ -186,6 +186,10 @@ def _restore(moved: list[tuple[onnx.TensorProto, bytes, bool]]) -> None:
         tensor.raw_data = data
 
 
+class _TooLarge(Exception):
+    pass
+
+
 def save_model(
     model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | str | None = None
 ) -> Path | None:
@@ -201,26 +205,35 @@ def save_model(
         raise OutputPathError(f"{p}: the folder {folder} does not exist")
     if p.is_dir():
         raise OutputPathError(f"{p}: is a directory; give a file name for the output model")
-    if external_data is None and model.ByteSize() > PROTOBUF_LIMIT:
-        external_data = True
-    location = None
-    if external_data:
-        location = f"{p.name}.data" if external_data is True else str(external_data)
-        data_path = (folder / location).resolve()
-        if Path(location).is_absolute() or folder.resolve() not in data_path.parents:
-            raise OutputPathError(f"{location}: the external data file must be inside the output folder {folder}")
-        data_path.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        try:
+            return _write(model, p, folder, None)
+        except _TooLarge:
+            external_data = True  # past protobuf's 2 GB limit: weights must go to a data file
+    location = f"{p.name}.data" if external_data is True else str(external_data)
+    if Path(location).is_absolute() or folder.resolve() not in (folder / location).resolve().parents:
+        raise OutputPathError(f"{location}: the external data file must be inside the output folder {folder}")
+    try:
+        return _write(model, p, folder, location)
+    except _TooLarge as exc:
+        raise OutputPathError(f"{p}: the model is too large to write even with external data ({exc})") from exc
 
+
+def _write(model: onnx.ModelProto, p: Path, folder: Path, location: str | None) -> Path | None:
+    data_path = (folder / location).resolve() if location is not None else None
     temporaries = []
     try:
         moved = []
-        if location is not None:
+        if data_path is not None:
+            data_path.parent.mkdir(parents=True, exist_ok=True)
             data_fd, data_tmp = _temporary(data_path.parent, data_path.name, p)
             temporaries.append(data_tmp)
             with os.fdopen(data_fd, "wb") as f:
                 moved = _externalize(model, f, location)
         try:
             payload = model.SerializeToString()
+        except ValueError as exc:  # protobuf refuses messages over 2 GB
+            raise _TooLarge(str(exc)) from exc
         finally:
             _restore(moved)
         model_fd, model_tmp = _temporary(folder, p.name, p)
@@ -231,18 +244,16 @@ def save_model(
         mode = 0o666 & ~_umask()  # mkstemp makes files private; give them the usual mode
         for tmp in temporaries:
             os.chmod(tmp, mode)
-        if location is not None:
+        if data_path is not None:
             os.replace(temporaries[0], data_path)
         os.replace(model_tmp, p)
         temporaries.clear()
     except OSError as exc:
         raise OutputPathError(f"{p}: cannot write the model ({exc.strerror or exc})") from exc
-    except ValueError as exc:  # protobuf refuses messages over 2 GB
-        raise OutputPathError(f"{p}: the model is too large for one file; pass --external-data ({exc})") from exc
     finally:
         for tmp in temporaries:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-    return data_path if location is not None else None
+    return data_path

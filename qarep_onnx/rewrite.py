@@ -81,7 +81,7 @@ class GraphRewriter:
         self.constants_as_nodes = constants_as_nodes
         self._doomed: set[int] = set()
         self._released: set[str] = set()  # tensors the replaced nodes read
-        self._new_initializers: list[onnx.TensorProto] = []
+        self._function_constants: list[onnx.TensorProto] = []
 
     def replace(self, nodes: tuple[int, ...], x: str, weight: np.ndarray, bias: np.ndarray, geometry) -> str:
         """Make the last of ``nodes`` the Conv ``x -> (weight, bias)``; delete the others. Returns its name."""
@@ -90,8 +90,8 @@ class GraphRewriter:
         conv_name = self.names.fresh(f"{base}_folded")
         w_name = self.names.fresh(f"{conv_name}.weight")
         b_name = self.names.fresh(f"{conv_name}.bias")
-        self._new_initializers.append(numpy_helper.from_array(weight, w_name))
-        self._new_initializers.append(numpy_helper.from_array(bias, b_name))
+        self._add_constant(w_name, weight)
+        self._add_constant(b_name, bias)
         conv = make_conv(
             conv_name,
             x,
@@ -109,6 +109,17 @@ class GraphRewriter:
             self._released.update(t for t in self.index.nodes[i].input if t)
         root.CopyFrom(conv)
         return conv_name
+
+    def _add_constant(self, name: str, values: np.ndarray) -> None:
+        if self.constants_as_nodes:
+            self._function_constants.append(numpy_helper.from_array(values, name))
+            return
+        # Built in place: going through from_array and extend() would copy the bytes twice more.
+        tensor = self.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(values.dtype)
+        tensor.dims.extend(values.shape)
+        tensor.raw_data = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
 
     def commit(self) -> None:
         """Delete replaced nodes and the constants only they read; add the new weights."""
@@ -143,13 +154,11 @@ class GraphRewriter:
         stale = [k for k, t in enumerate(graph.initializer) if t.name in candidates and t.name not in protected]
         for k in reversed(stale):
             del graph.initializer[k]
-        if self.constants_as_nodes:
-            constants = [helper.make_node("Constant", [], [t.name], name=t.name, value=t) for t in self._new_initializers]
+        if self._function_constants:  # function bodies: the new weights become Constant nodes in front
+            constants = [helper.make_node("Constant", [], [t.name], name=t.name, value=t) for t in self._function_constants]
             nodes = constants + list(graph.node)
             del graph.node[:]
             graph.node.extend(nodes)
-        else:
-            graph.initializer.extend(self._new_initializers)
         stale_info = [k for k, v in enumerate(graph.value_info) if v.name in removed_outputs]
         for k in reversed(stale_info):
             del graph.value_info[k]
