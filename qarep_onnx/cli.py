@@ -140,7 +140,7 @@ def optimize_command(obj, input_path, output_path, keep_post_bn, force, external
     if explain:
         out.lines(explain_lines(result.report))
     wrote = f"wrote {output_path}" + (f" (weights in {data_file.name})" if data_file else "")
-    out.lines(summary_lines(result.report) + [wrote])
+    out.lines(summary_lines(result.report, explained=explain) + [wrote])
     _write_json(result.report, json_path)
 
 
@@ -154,7 +154,7 @@ def inspect_command(obj, model_path, keep_post_bn, input_shapes, json_path) -> N
     """Show what optimize would fold or refuse in MODEL; writes nothing."""
     out = _Output(obj["quiet"], json_path == "-")
     result = optimize_model(model_path, keep_post_bn=keep_post_bn, input_shapes=input_shapes)
-    out.lines(explain_lines(result.report) + summary_lines(result.report))
+    out.lines(explain_lines(result.report) + summary_lines(result.report, explained=True))
     _write_json(result.report, json_path)
 
 

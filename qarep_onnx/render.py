@@ -21,7 +21,7 @@ def _count(n: int | None) -> str:
     return str(n)
 
 
-def summary_lines(report: Report) -> list[str]:
+def summary_lines(report: Report, explained: bool = False) -> list[str]:
     lines = [f"folded {report.blocks_folded} blocks ({report.regions_folded} regions) into single Convs"]
     rows = [(op, str(report.op_counts_before.get(op, 0)), str(report.op_counts_after.get(op, 0))) for op in SHOWN_OPS]
     if report.stats_before and report.stats_after:
@@ -32,7 +32,8 @@ def summary_lines(report: Report) -> list[str]:
     lines += [f"  {name:<{width}}  {before:>8}  {after:>8}" for name, before, after in rows]
     if report.refusals:
         codes = sorted({r.code for r in report.refusals})
-        lines.append(f"refused {len(report.refusals)} ({', '.join(codes)}); --explain says why")
+        hint = "" if explained else "; --explain says why"
+        lines.append(f"refused {len(report.refusals)} ({', '.join(codes)}){hint}")
     if report.validation is not None:
         lines += validation_lines(report.validation)
     return lines
