@@ -224,7 +224,8 @@ def _describe_average_pool(node: onnx.NodeProto) -> LinearOp | NotLinear:
 
 
 def _describe_dropout(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
-    if len(node.output) > 1 and node.output[1] and index.consumer_nodes(node.output[1]):
+    mask = node.output[1] if len(node.output) > 1 else ""
+    if mask and (index.consumer_nodes(mask) or mask in index.graph_outputs):
         return NotLinear("NOT_LINEAR", f"Dropout '{_name(node)}' has its mask used")
     if len(node.input) > 2 and node.input[2]:
         training = index.constant(node.input[2])

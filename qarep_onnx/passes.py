@@ -72,6 +72,7 @@ def _fold_graph(
         elem_type = model_dtype(form)
         g = values.geometry
         conv_name = rewriter.replace(
+            region.root_node,
             region.nodes,
             form.source,
             to_model_dtype(values.weight, elem_type),

@@ -61,11 +61,11 @@ class Region:
     """A form to fold: its root tensor and every node that computes it."""
 
     form: Form
-    nodes: tuple[int, ...]  # ascending; the last one computes the root
+    nodes: tuple[int, ...]  # ascending, the root's node included
 
     @property
     def root_node(self) -> int:
-        return self.nodes[-1]
+        return self.form.node
 
 
 def region_nodes(form: Form) -> tuple[int, ...]:

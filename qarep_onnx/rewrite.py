@@ -83,9 +83,9 @@ class GraphRewriter:
         self._released: set[str] = set()  # tensors the replaced nodes read
         self._function_constants: list[onnx.TensorProto] = []
 
-    def replace(self, nodes: tuple[int, ...], x: str, weight: np.ndarray, bias: np.ndarray, geometry) -> str:
-        """Make the last of ``nodes`` the Conv ``x -> (weight, bias)``; delete the others. Returns its name."""
-        root = self.graph.node[nodes[-1]]
+    def replace(self, root_index: int, nodes: tuple[int, ...], x: str, weight: np.ndarray, bias: np.ndarray, geometry) -> str:
+        """Make node ``root_index`` the Conv ``x -> (weight, bias)``; delete the other ``nodes``. Returns its name."""
+        root = self.graph.node[root_index]
         base = root.name or root.output[0]
         conv_name = self.names.fresh(f"{base}_folded")
         w_name = self.names.fresh(f"{conv_name}.weight")
@@ -104,7 +104,7 @@ class GraphRewriter:
             geometry.pads,
             geometry.groups,
         )
-        self._doomed.update(nodes[:-1])
+        self._doomed.update(i for i in nodes if i != root_index)
         for i in nodes:
             self._released.update(t for t in self.index.nodes[i].input if t)
         root.CopyFrom(conv)

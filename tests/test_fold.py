@@ -262,3 +262,25 @@ def test_division_by_a_zero_constant_is_not_folded():
     optimized, report = qarep_onnx.optimize(model)
     assert report.blocks_folded == 0 and "DIVISION_BY_ZERO" in _refusal_codes(report)
     assert count(optimized, "Div") == 1
+
+
+def test_identity_and_inference_dropout_inside_a_block_are_folded_through():
+    def modify(b, x, y3, y1):
+        passed = b.op("Dropout", [b.op("Identity", [y1])], ratio=0.3)
+        return [_sum_relu(b, y3, passed, x)]
+
+    model = _block_with(modify)
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1 and count(optimized, "Conv") == 1 and count(optimized, "Dropout") == 0
+    assert_same_function(model, optimized)
+
+
+def test_dropout_whose_mask_is_used_is_not_folded_through():
+    b = GraphBuilder(seed=10)
+    x = b.input([1, 8, 8, 8])
+    y3 = b.conv(x, 8, 8, 3)
+    b.nodes.append(onnx.helper.make_node("Dropout", [b.conv(x, 8, 8, 1, pad=0)], ["dropped", "mask"], name="drop"))
+    model = b.model([b.op("Add", [y3, "dropped"]), "mask"])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and count(optimized, "Dropout") == 1
+    assert [o.name for o in optimized.graph.output] == [o.name for o in model.graph.output]
