@@ -266,7 +266,7 @@ def test_division_by_a_zero_constant_is_not_folded():
 
 def test_identity_and_inference_dropout_inside_a_block_are_folded_through():
     def modify(b, x, y3, y1):
-        passed = b.op("Dropout", [b.op("Identity", [y1])], ratio=0.3)
+        passed = b.op("Dropout", [b.op("Identity", [y1]), b.const(np.array(0.3), "ratio")])
         return [_sum_relu(b, y3, passed, x)]
 
     model = _block_with(modify)
