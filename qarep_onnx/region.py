@@ -99,8 +99,8 @@ class RegionFinder:
 
     def find(self) -> tuple[list[Region], list[Refusal]]:
         for i, node in enumerate(self.index.nodes):
-            if not node.output or not node.output[0]:
-                continue
+            if not node.output or not node.output[0] or node.output[0] in self.index.constants:
+                continue  # nothing to compute, or a constant (Constant, Identity of a constant)
             op = describe(node, self.index)
             if isinstance(op, NotLinear):
                 self._refuse_stop(i, op)

@@ -157,3 +157,62 @@ def qarep_model(spec: BlockSpec, seed: int = 0, dtype=np.float32, constants: str
     b = GraphBuilder(seed, dtype, constants)
     x = b.input([1, spec.channels_in, size, size])
     return b.model([qarep_block(b, x, spec)])
+
+
+# -- helpers for the property tests (tests/test_properties.py) ---------------------------------
+
+
+class MixedConstantsBuilder(GraphBuilder):
+    """A GraphBuilder whose constants take a random form each (initializer, Constant or Identity).
+
+    The form is drawn from a second generator so the weights equal those of a plain builder with
+    the same seed.
+    """
+
+    FORMS = ("initializer", "constant", "identity")
+
+    def __init__(self, seed: int = 0, dtype=np.float32) -> None:
+        super().__init__(seed, dtype, "initializer")
+        self.form_rng = np.random.default_rng(seed + 1)
+
+    def const(self, values, prefix: str = "c", how: str | None = None) -> str:
+        return super().const(values, prefix, how or self.FORMS[int(self.form_rng.integers(len(self.FORMS)))])
+
+
+def make_builder(seed: int = 0, dtype=np.float32, constants: str = "initializer") -> GraphBuilder:
+    """A builder for ``constants`` = initializer, constant, identity or mixed."""
+    if constants == "mixed":
+        return MixedConstantsBuilder(seed, dtype)
+    return GraphBuilder(seed, dtype, constants)
+
+
+def qarep_chain_model(
+    specs,
+    seed: int = 0,
+    dtype=np.float32,
+    constants: str = "initializer",
+    height: int = 8,
+    width: int | None = None,
+    batch: int = 1,
+    stem: str = "",
+    stem_channels: int = 3,
+) -> onnx.ModelProto:
+    """Blocks in sequence (``specs[i+1].channels_in == specs[i].channels_out``).
+
+    ``stem`` puts a plain layer in front: "" none, "conv" (Conv 3x3 + Relu: one Conv that is no
+    region), "conv_bn" (Conv 3x3 + BatchNormalization + Relu: one region that is not a block).
+    """
+    b = make_builder(seed, dtype, constants)
+    width = height if width is None else width
+    first = specs[0].channels_in
+    if stem:
+        x = b.input([batch, stem_channels, height, width])
+        x = b.conv(x, stem_channels, first, 3, bias=True)
+        if stem == "conv_bn":
+            x = b.batch_norm(x, first)
+        x = b.op("Relu", [x])
+    else:
+        x = b.input([batch, first, height, width])
+    for spec in specs:
+        x = qarep_block(b, x, spec)
+    return b.model([x])
