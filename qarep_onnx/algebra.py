@@ -309,10 +309,10 @@ def add(forms: list[ConvForm], target: Geometry | None = None) -> ConvForm:
     # Start from a copy of a branch already laid out like the result (usually the largest kernel),
     # then add the others into it: one pass less over the largest weight than zeros + add.
     shape = _kernel_shape(target, forms[0].weight.shape[0])
-    base = next((f for f in forms if f.weight.shape == shape and _same_layout(f.geometry, target)), None)
-    weight = base.weight.astype(np.float64) if base is not None else np.zeros(shape)
-    for f in forms:
-        if f is not base:
+    base = next((i for i, f in enumerate(forms) if f.weight.shape == shape and _same_layout(f.geometry, target)), None)
+    weight = forms[base].weight.astype(np.float64) if base is not None else np.zeros(shape)
+    for i, f in enumerate(forms):
+        if i != base:  # by position: the same form may be summed twice, as in Add(y, y)
             _accumulate(weight, f, target)
     return ConvForm(weight, bias, target)
 

@@ -52,8 +52,12 @@ class Form:
     node: int | None  # index of the node computing ``output`` (None for the identity)
     operands: tuple[Form, ...]
     cost: int  # multiply-accumulates per output position of the original nodes
-    branches: int  # leaves: convs, pools and identity terms
-    convs: int
+    leaves: frozenset  # distinct branches: conv and pool node indices, ("identity", tensor) terms
+    has_conv: bool
+
+    @property
+    def branches(self) -> int:
+        return len(self.leaves)
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ class RegionFinder:
                 self.absorbed.update(o.output for o in form.operands if o.node is not None)
         regions = []
         for name, form in self.forms.items():
-            if name in self.absorbed or form.convs == 0:
+            if name in self.absorbed or not form.has_conv:
                 continue
             nodes = region_nodes(form)
             if len(nodes) >= 2:
@@ -122,7 +126,8 @@ class RegionFinder:
         form = self.forms.get(tensor)
         if form is not None and self.index.is_single_use(tensor, consumer):
             return form
-        return Form(tensor, tensor, diagonal_geometry(self.index.channels(tensor)), None, None, (), 0, 1, 0)
+        identity = frozenset({("identity", tensor)})
+        return Form(tensor, tensor, diagonal_geometry(self.index.channels(tensor)), None, None, (), 0, identity, False)
 
     def _rank(self, form: Form) -> int | None:
         if not form.geometry.is_diagonal:
@@ -134,16 +139,16 @@ class RegionFinder:
         out = node.output[0]
         if isinstance(op, ConvLeaf):
             g = conv_geometry(op.weight.shape, op.groups, op.stride, op.dilation, op.pads)
-            return Form(out, op.x, g, op, i, (), g.macs_per_output_pixel(), 1, 1)
+            return Form(out, op.x, g, op, i, (), g.macs_per_output_pixel(), frozenset({i}), True)
         if isinstance(op, AveragePoolLeaf):
             channels = self.index.channels(op.x)
             if channels is None:
                 return None
             g = Geometry(channels, channels, channels, op.kernel, op.stride, op.dilation, op.pads)
-            return Form(out, op.x, g, op, i, (), g.macs_per_output_pixel(), 1, 0)
+            return Form(out, op.x, g, op, i, (), g.macs_per_output_pixel(), frozenset({i}), False)
         if isinstance(op, Passthrough):
             x = self._operand(op.x, i)
-            return Form(out, x.source, x.geometry, op, i, (x,), x.cost, x.branches, x.convs)
+            return Form(out, x.source, x.geometry, op, i, (x,), x.cost, x.leaves, x.has_conv)
         if isinstance(op, ChannelAffine):
             return self._extend_affine(i, op)
         return self._extend_sum(i, op)
@@ -171,7 +176,7 @@ class RegionFinder:
         if geometry.is_diagonal and channels is not None and geometry.out_channels is None:
             geometry = geometry.with_channels(channels)
         cost = x.cost + (channels or 1)
-        return Form(self.index.nodes[i].output[0], x.source, geometry, op, i, (x,), cost, x.branches, x.convs)
+        return Form(self.index.nodes[i].output[0], x.source, geometry, op, i, (x,), cost, x.leaves, x.has_conv)
 
     def _extend_sum(self, i: int, op: Sum) -> Form | None:
         node = self.index.nodes[i]
@@ -182,14 +187,14 @@ class RegionFinder:
         try:
             geometry = merge_geometry([o.geometry for o in operands])
         except MergeRefused as refused:
-            if any(o.convs for o in operands):
+            if any(o.has_conv for o in operands):
                 self._refuse(i, refused.code, f"cannot merge its branches: {refused.message}")
             return None
         rank = None if geometry.is_diagonal else geometry.rank + 2
         for constant, _ in op.offsets:
             found = channel_values_shape(constant.shape, rank, geometry.out_channels)
             if isinstance(found, NotLinear):
-                if any(o.convs for o in operands):
+                if any(o.has_conv for o in operands):
                     self._refuse(i, found.code, f"cannot merge its branches: {found.message}")
                 return None
         original = sum(o.cost for o in operands) + (geometry.out_channels or 1)
@@ -211,8 +216,8 @@ class RegionFinder:
             i,
             operands,
             original,
-            sum(o.branches for o in operands),
-            sum(o.convs for o in operands),
+            frozenset().union(*(o.leaves for o in operands)),
+            any(o.has_conv for o in operands),
         )
 
     # -- refusals ----------------------------------------------------------------------------
@@ -235,9 +240,9 @@ class RegionFinder:
             return
         if operand is None:
             data = [t for t in node.input[:1] if t in self.forms and self.index.is_single_use(t, i)]
-            if not data or self.forms[data[0]].convs == 0:
+            if not data or not self.forms[data[0]].has_conv:
                 return
-        elif operand.convs == 0:
+        elif not operand.has_conv:
             return
         key = (reason.code, i)
         if key not in self._refused_at:
@@ -251,7 +256,7 @@ class RegionFinder:
     def _explain_mixed_sources(self, i: int, operands: tuple[Form, ...]) -> None:
         """A sum of forms over different tensors: say why, when one of them derives from another."""
         sources = {o.source for o in operands}
-        if not any(o.convs for o in operands):
+        if not any(o.has_conv for o in operands):
             return
         for operand in operands:
             others = sources - {operand.source}
@@ -268,7 +273,7 @@ class RegionFinder:
         while queue:
             tensor, reader, depth = queue.popleft()
             form = self.forms.get(tensor)
-            if form is not None and form.source in targets and form.convs:
+            if form is not None and form.source in targets and form.has_conv:
                 if tensor in index.graph_outputs:
                     return "GRAPH_OUTPUT", f"'{tensor}' inside the block is a graph output", form.node
                 if not index.is_single_use(tensor, reader):

@@ -284,3 +284,14 @@ def test_dropout_whose_mask_is_used_is_not_folded_through():
     optimized, report = qarep_onnx.optimize(model)
     assert report.blocks_folded == 0 and count(optimized, "Dropout") == 1
     assert [o.name for o in optimized.graph.output] == [o.name for o in model.graph.output]
+
+
+@pytest.mark.parametrize("op, copies", [("Add", 2), ("Sum", 3)])
+def test_a_tensor_summed_with_itself(op, copies):
+    b = GraphBuilder(seed=0)
+    x = b.input([1, 4, 6, 6])
+    y = b.conv(x, 4, 4, 3)
+    model = b.model([b.op(op, [y] * copies)])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.regions_folded == 1 and report.blocks_folded == 0  # one conv, counted once
+    assert_same_function(model, optimized)
