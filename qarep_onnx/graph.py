@@ -33,6 +33,11 @@ class Constant:
     load: Callable[[], np.ndarray]
 
 
+def node_label(node: onnx.NodeProto) -> str:
+    """A node's name, or a description of it when it has none (for messages and reports)."""
+    return node.name or f"<{node.op_type} -> {node.output[0] if node.output else '?'}>"
+
+
 def attribute(node: onnx.NodeProto, name: str, default=None):
     for attr in node.attribute:
         if attr.name == name:

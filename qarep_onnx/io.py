@@ -30,12 +30,12 @@ class LoadedModel:
     size_bytes: int  # model file plus external data
 
 
-def _all_tensors(model: onnx.ModelProto):
-    """Initializers and Constant-node tensors of every graph (subgraphs and functions included)."""
+def _tensors(model: onnx.ModelProto, initializers_only: bool = False):
+    """Initializers of every graph (subgraphs included) and, unless told, Constant-node tensors too."""
     from .graph import node_subgraphs
 
     graphs = [model.graph]
-    nodes = [n for f in model.functions for n in f.node]
+    nodes = [] if initializers_only else [n for f in model.functions for n in f.node]
     while graphs:
         g = graphs.pop()
         yield from g.initializer
@@ -43,7 +43,7 @@ def _all_tensors(model: onnx.ModelProto):
         while nodes:
             node = nodes.pop()
             for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
+                if attr.type == onnx.AttributeProto.TENSOR and not initializers_only:
                     yield attr.t
             graphs.extend(node_subgraphs(node))
 
@@ -58,7 +58,7 @@ def _load_external_data(model: onnx.ModelProto, folder: Path, label: str) -> int
     handles: dict[Path, object] = {}
     root = folder.resolve()
     try:
-        for tensor in _all_tensors(model):
+        for tensor in _tensors(model):
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
                 continue
             info = _external_info(tensor)
@@ -142,22 +142,11 @@ def _temporary(folder: Path, name: str, label: Path) -> tuple[int, str]:
         raise OutputPathError(f"{label}: cannot write in {folder} ({exc.strerror or exc})") from exc
 
 
-def _initializers(model: onnx.ModelProto):
-    from .graph import node_subgraphs
-
-    graphs = [model.graph]
-    while graphs:
-        g = graphs.pop()
-        yield from g.initializer
-        for node in g.node:
-            graphs.extend(node_subgraphs(node))
-
-
 def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple[onnx.TensorProto, bytes, bool]]:
     """Move large raw initializers into ``data_file``; returns what to put back into the model afterwards."""
     moved = []
     offset = 0
-    for tensor in _initializers(model):
+    for tensor in _tensors(model, initializers_only=True):
         if not tensor.HasField("raw_data") or len(tensor.raw_data) < EXTERNAL_THRESHOLD:
             continue
         data = tensor.raw_data

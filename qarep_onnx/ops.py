@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .graph import FLOAT_TYPES, Constant, GraphIndex, attribute
+from .graph import FLOAT_TYPES, Constant, GraphIndex, attribute, node_label
 
 
 @dataclass(frozen=True)
@@ -97,12 +97,8 @@ _BLOCKING = {
 }
 
 
-def _name(node: onnx.NodeProto) -> str:
-    return node.name or f"<{node.op_type} -> {node.output[0] if node.output else '?'}>"
-
-
 def _non_constant(node: onnx.NodeProto, what: str, tensor: str) -> NotLinear:
-    return NotLinear("NON_CONSTANT", f"{what} '{tensor}' of {node.op_type} '{_name(node)}' is not a constant")
+    return NotLinear("NON_CONSTANT", f"{what} '{tensor}' of {node.op_type} '{node_label(node)}' is not a constant")
 
 
 def resolve_pads(
@@ -115,7 +111,7 @@ def resolve_pads(
     if auto_pad in ("NOTSET", ""):
         pads = tuple(attribute(node, "pads", [0] * (2 * rank)))
         if len(pads) != 2 * rank:
-            return NotLinear("BAD_ATTRIBUTE", f"{node.op_type} '{_name(node)}' has {len(pads)} pads for rank {rank}")
+            return NotLinear("BAD_ATTRIBUTE", f"{node.op_type} '{node_label(node)}' has {len(pads)} pads for rank {rank}")
         return pads
     if auto_pad == "VALID":
         return (0,) * (2 * rank)
@@ -126,7 +122,7 @@ def resolve_pads(
         return tuple(small + large) if auto_pad == "SAME_UPPER" else tuple(large + small)
     return NotLinear(
         "AUTO_PAD",
-        f"{node.op_type} '{_name(node)}' uses auto_pad={auto_pad} with stride {list(stride)}: "
+        f"{node.op_type} '{node_label(node)}' uses auto_pad={auto_pad} with stride {list(stride)}: "
         "its padding depends on the input size; re-export with explicit pads",
     )
 
@@ -142,11 +138,11 @@ def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLin
             return _non_constant(node, "bias", node.input[2])
     if weight.elem_type not in FLOAT_TYPES:
         return NotLinear(
-            "DTYPE", f"Conv '{_name(node)}' has {onnx.TensorProto.DataType.Name(weight.elem_type)} weights"
+            "DTYPE", f"Conv '{node_label(node)}' has {onnx.TensorProto.DataType.Name(weight.elem_type)} weights"
         )
     rank = len(weight.shape) - 2
     if rank < 1:
-        return NotLinear("BAD_ATTRIBUTE", f"Conv '{_name(node)}' has a weight of shape {list(weight.shape)}")
+        return NotLinear("BAD_ATTRIBUTE", f"Conv '{node_label(node)}' has a weight of shape {list(weight.shape)}")
     kernel = tuple(weight.shape[2:])
     stride = tuple(attribute(node, "strides", [1] * rank))
     dilation = tuple(attribute(node, "dilations", [1] * rank))
@@ -159,7 +155,7 @@ def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLin
 
 def _describe_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     if attribute(node, "training_mode", 0) or len([o for o in node.output if o]) > 1:
-        return NotLinear("BN_TRAINING", f"BatchNormalization '{_name(node)}' runs in training mode")
+        return NotLinear("BN_TRAINING", f"BatchNormalization '{node_label(node)}' runs in training mode")
     values = []
     for role, name in zip(("scale", "bias", "mean", "var"), node.input[1:5]):
         constant = index.constant(name)
@@ -175,11 +171,11 @@ def _describe_binary(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotL
     ca, cb = index.constant(a), index.constant(b)
     op = node.op_type
     if ca is not None and cb is not None:
-        return NotLinear("CONSTANT_EXPRESSION", f"{op} '{_name(node)}' only combines constants")
+        return NotLinear("CONSTANT_EXPRESSION", f"{op} '{node_label(node)}' only combines constants")
     if ca is None and cb is None:
         if op in ("Add", "Sub"):
             return Sum(((a, 1), (b, 1 if op == "Add" else -1)), ())
-        return NotLinear("NOT_LINEAR", f"{op} '{_name(node)}' multiplies or divides two non-constant tensors")
+        return NotLinear("NOT_LINEAR", f"{op} '{node_label(node)}' multiplies or divides two non-constant tensors")
     x, c, constant_first = (b, ca, True) if ca is not None else (a, cb, False)
     if op == "Mul":
         steps = (AffineStep("scale", (c,)),)
@@ -188,7 +184,7 @@ def _describe_binary(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotL
     elif op == "Sub":
         steps = (AffineStep("negate"), AffineStep("shift", (c,))) if constant_first else (AffineStep("unshift", (c,)),)
     elif constant_first:  # Div(c, y)
-        return NotLinear("NOT_LINEAR", f"Div '{_name(node)}' divides a constant by the tensor")
+        return NotLinear("NOT_LINEAR", f"Div '{node_label(node)}' divides a constant by the tensor")
     else:
         steps = (AffineStep("divide", (c,)),)
     return ChannelAffine(x, steps)
@@ -198,7 +194,7 @@ def _describe_sum(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLine
     terms = tuple((n, 1) for n in node.input if index.constant(n) is None)
     offsets = tuple((index.constant(n), 1) for n in node.input if index.constant(n) is not None)
     if not terms:
-        return NotLinear("CONSTANT_EXPRESSION", f"Sum '{_name(node)}' only adds constants")
+        return NotLinear("CONSTANT_EXPRESSION", f"Sum '{node_label(node)}' only adds constants")
     if len(terms) == 1:
         return ChannelAffine(terms[0][0], tuple(AffineStep("shift", (c,)) for c, _ in offsets))
     return Sum(terms, offsets)
@@ -215,29 +211,29 @@ def _describe_average_pool(node: onnx.NodeProto) -> LinearOp | NotLinear:
     if any(pads) and not attribute(node, "count_include_pad", 0):
         return NotLinear(
             "POOL_EXCLUDES_PAD",
-            f"AveragePool '{_name(node)}' excludes padding from its mean (count_include_pad=0): "
+            f"AveragePool '{node_label(node)}' excludes padding from its mean (count_include_pad=0): "
             "its border weights differ from a convolution's",
         )
     if attribute(node, "ceil_mode", 0) and any(s > 1 for s in stride):
-        return NotLinear("POOL_CEIL_MODE", f"AveragePool '{_name(node)}' uses ceil_mode with stride > 1")
+        return NotLinear("POOL_CEIL_MODE", f"AveragePool '{node_label(node)}' uses ceil_mode with stride > 1")
     return AveragePoolLeaf(node.input[0], kernel, stride, dilation, pads)
 
 
 def _describe_dropout(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     mask = node.output[1] if len(node.output) > 1 else ""
     if mask and (index.consumer_nodes(mask) or mask in index.graph_outputs):
-        return NotLinear("NOT_LINEAR", f"Dropout '{_name(node)}' has its mask used")
+        return NotLinear("NOT_LINEAR", f"Dropout '{node_label(node)}' has its mask used")
     if len(node.input) > 2 and node.input[2]:
         training = index.constant(node.input[2])
         if training is None or bool(training.load()):
-            return NotLinear("NOT_LINEAR", f"Dropout '{_name(node)}' may run in training mode")
+            return NotLinear("NOT_LINEAR", f"Dropout '{node_label(node)}' may run in training mode")
     return Passthrough(node.input[0])
 
 
 def describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     """The linear operation a node applies to conv-forms, or why it applies none."""
     if node.domain not in ("", "ai.onnx"):
-        return NotLinear("BLOCKING_OP", f"{node.domain}::{node.op_type} '{_name(node)}' is a custom operator")
+        return NotLinear("BLOCKING_OP", f"{node.domain}::{node.op_type} '{node_label(node)}' is a custom operator")
     op = node.op_type
     if op == "Conv":
         return _describe_conv(node, index)
@@ -256,7 +252,7 @@ def describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     if op == "AveragePool":
         return _describe_average_pool(node)
     reason = _BLOCKING.get(op, "is not linear")
-    return NotLinear("BLOCKING_OP", f"{op} '{_name(node)}' {reason}")
+    return NotLinear("BLOCKING_OP", f"{op} '{node_label(node)}' {reason}")
 
 
 def channel_values_shape(shape: tuple[int, ...], rank: int | None, channels: int | None) -> int | None | NotLinear:

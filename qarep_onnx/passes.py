@@ -12,7 +12,7 @@ import logging
 import onnx
 
 from .evaluate import FoldAborted, evaluate, model_dtype, to_model_dtype
-from .graph import Constant, GraphIndex
+from .graph import Constant, GraphIndex, node_label
 from .region import RegionFinder
 from .report import Fold, Refusal, Report, op_counts
 from .rewrite import GraphRewriter, NameAllocator, all_names
@@ -61,7 +61,7 @@ def _fold_graph(
     rewriter = GraphRewriter(graph, index, names, constants_as_nodes)
     for region in regions:
         form = region.form
-        node_names = tuple(index.nodes[i].name or index.nodes[i].output[0] for i in region.nodes)
+        node_names = tuple(node_label(index.nodes[i]) for i in region.nodes)
         op_types = tuple(index.nodes[i].op_type for i in region.nodes)
         try:
             values = evaluate(form)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import onnx
 
 from .algebra import Geometry, MergeRefused, conv_geometry, diagonal_geometry, merge_geometry
-from .graph import GraphIndex
+from .graph import GraphIndex, node_label
 from .ops import (
     AveragePoolLeaf,
     ChannelAffine,
@@ -81,10 +81,6 @@ def region_nodes(form: Form) -> tuple[int, ...]:
             nodes.add(f.node)
             stack.extend(f.operands)
     return tuple(sorted(nodes))
-
-
-def _node_name(node: onnx.NodeProto) -> str:
-    return node.name or f"<{node.op_type} -> {node.output[0] if node.output else '?'}>"
 
 
 class RegionFinder:
@@ -228,10 +224,10 @@ class RegionFinder:
         if key in self._refused_at:
             return
         self._refused_at.add(key)
-        names = [_node_name(node)]
+        names = [node_label(node)]
         if blocker is not None and blocker != i:
-            names.append(_node_name(self.index.nodes[blocker]))
-        self.refusals.append(Refusal(code, f"{node.op_type} '{_node_name(node)}' {message}", tuple(names), self.graph_name))
+            names.append(node_label(self.index.nodes[blocker]))
+        self.refusals.append(Refusal(code, f"{node.op_type} '{node_label(node)}' {message}", tuple(names), self.graph_name))
 
     def _refuse_stop(self, i: int, reason: NotLinear, operand: Form | None = None) -> None:
         """A node that could have extended a block refuses; report it when a block is at stake."""
@@ -248,10 +244,10 @@ class RegionFinder:
         if key not in self._refused_at:
             self._refused_at.add(key)
             message = reason.message
-            if f"'{_node_name(node)}'" not in message:
-                message = f"{node.op_type} '{_node_name(node)}' has {message}"
+            if f"'{node_label(node)}'" not in message:
+                message = f"{node.op_type} '{node_label(node)}' has {message}"
             message += "; the block before it is folded without it"
-            self.refusals.append(Refusal(reason.code, message, (_node_name(node),), self.graph_name))
+            self.refusals.append(Refusal(reason.code, message, (node_label(node),), self.graph_name))
 
     def _explain_mixed_sources(self, i: int, operands: tuple[Form, ...]) -> None:
         """A sum of forms over different tensors: say why, when one of them derives from another."""
@@ -277,7 +273,7 @@ class RegionFinder:
                 if tensor in index.graph_outputs:
                     return "GRAPH_OUTPUT", f"'{tensor}' inside the block is a graph output", form.node
                 if not index.is_single_use(tensor, reader):
-                    readers = ", ".join(_node_name(index.nodes[r]) for r in index.consumer_nodes(tensor) if r != reader)
+                    readers = ", ".join(node_label(index.nodes[r]) for r in index.consumer_nodes(tensor) if r != reader)
                     return "FAN_OUT", f"'{tensor}' inside the block is also read by {readers}", form.node
             producer = index.producer.get(tensor)
             if producer is None or depth >= _EXPLAIN_DEPTH:
