@@ -136,7 +136,7 @@ def optimize_command(obj, input_path, output_path, keep_post_bn, force, external
     else:
         external = None  # one file, unless the model passes 2 GB
     with step(f"saving {output_path}"):
-        data_file = save_model(result.model, output_path, external_data=external)
+        data_file = save_model(result.model, output_path, external_data=external, keep_model=False)
     if explain:
         out.lines(explain_lines(result.report))
     wrote = f"wrote {output_path}" + (f" (weights in {data_file.name})" if data_file else "")

@@ -8,6 +8,7 @@ the input had one, when the model would pass protobuf's 2 GB limit, or when aske
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -142,20 +143,24 @@ def _temporary(folder: Path, name: str, label: Path) -> tuple[int, str]:
         raise OutputPathError(f"{label}: cannot write in {folder} ({exc.strerror or exc})") from exc
 
 
-def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple[onnx.TensorProto, bytes, bool]]:
-    """Move large raw initializers into ``data_file``; returns what to put back into the model afterwards."""
+def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple[onnx.TensorProto, int, int, bool]]:
+    """Move large raw initializers into ``data_file``, one at a time.
+
+    Returns (tensor, offset, length, had data_location) for each, to put them back afterwards.
+    """
     moved = []
     offset = 0
     for tensor in _tensors(model, initializers_only=True):
-        if not tensor.HasField("raw_data") or len(tensor.raw_data) < EXTERNAL_THRESHOLD:
+        if not tensor.HasField("raw_data"):
             continue
-        data = tensor.raw_data
-        had_location = tensor.HasField("data_location")
+        data = tensor.raw_data  # a copy: read the field once
+        if len(data) < EXTERNAL_THRESHOLD:
+            continue
         padding = -offset % 4096  # page-aligned, so readers can map it
         data_file.write(b"\0" * padding)
         offset += padding
         data_file.write(data)
-        moved.append((tensor, data, had_location))
+        moved.append((tensor, offset, len(data), tensor.HasField("data_location")))
         tensor.ClearField("raw_data")
         tensor.data_location = onnx.TensorProto.EXTERNAL
         for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
@@ -165,14 +170,18 @@ def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple
     return moved
 
 
-def _restore(moved: list[tuple[onnx.TensorProto, bytes, bool]]) -> None:
-    for tensor, data, had_location in moved:
-        del tensor.external_data[:]
-        if had_location:
-            tensor.data_location = onnx.TensorProto.DEFAULT
-        else:
-            tensor.ClearField("data_location")
-        tensor.raw_data = data
+def _restore(moved: list[tuple[onnx.TensorProto, int, int, bool]], data_path: str | None) -> None:
+    """Put moved tensors back in memory, reading them back from the data file just written."""
+    with open(data_path, "rb") if (moved and data_path) else contextlib.nullcontext() as f:
+        for tensor, offset, length, had_location in moved:
+            del tensor.external_data[:]
+            if had_location:
+                tensor.data_location = onnx.TensorProto.DEFAULT
+            else:
+                tensor.ClearField("data_location")
+            if f is not None:
+                f.seek(offset)
+                tensor.raw_data = f.read(length)
 
 
 class _TooLarge(Exception):
@@ -180,13 +189,17 @@ class _TooLarge(Exception):
 
 
 def save_model(
-    model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | str | None = None
+    model: onnx.ModelProto,
+    path: str | os.PathLike,
+    external_data: bool | str | None = None,
+    keep_model: bool = True,
 ) -> Path | None:
     """Write ``model`` to ``path`` atomically; returns the external data file written, if any.
 
     ``external_data``: ``None`` writes one file unless the model passes 2 GB; ``True`` writes weights
     to ``<OUT name>.data`` beside OUT; a string names that file (relative to OUT's folder).  The
-    model object is left as it was.
+    model object is left as it was, unless ``keep_model=False``: a caller that drops the model after
+    saving it lets weights moved to external data stay out of memory instead of being read back.
     """
     p = Path(path)
     folder = p.parent if str(p.parent) else Path(".")
@@ -196,19 +209,19 @@ def save_model(
         raise OutputPathError(f"{p}: is a directory; give a file name for the output model")
     if external_data is None:
         try:
-            return _write(model, p, folder, None)
+            return _write(model, p, folder, None, keep_model)
         except _TooLarge:
             external_data = True  # past protobuf's 2 GB limit: weights must go to a data file
     location = f"{p.name}.data" if external_data is True else str(external_data)
     if Path(location).is_absolute() or folder.resolve() not in (folder / location).resolve().parents:
         raise OutputPathError(f"{location}: the external data file must be inside the output folder {folder}")
     try:
-        return _write(model, p, folder, location)
+        return _write(model, p, folder, location, keep_model)
     except _TooLarge as exc:
         raise OutputPathError(f"{p}: the model is too large to write even with external data ({exc})") from exc
 
 
-def _write(model: onnx.ModelProto, p: Path, folder: Path, location: str | None) -> Path | None:
+def _write(model: onnx.ModelProto, p: Path, folder: Path, location: str | None, keep_model: bool) -> Path | None:
     data_path = (folder / location).resolve() if location is not None else None
     temporaries = []
     try:
@@ -224,7 +237,7 @@ def _write(model: onnx.ModelProto, p: Path, folder: Path, location: str | None) 
         except ValueError as exc:  # protobuf refuses messages over 2 GB
             raise _TooLarge(str(exc)) from exc
         finally:
-            _restore(moved)
+            _restore(moved, temporaries[0] if keep_model and moved else None)
         model_fd, model_tmp = _temporary(folder, p.name, p)
         temporaries.append(model_tmp)
         with os.fdopen(model_fd, "wb") as f:
