@@ -22,7 +22,7 @@ from .passes import fold_model
 from .progress import step
 from .providers import ProviderError
 from .report import Fold, Refusal, Report
-from .stats import model_stats
+from .stats import model_stats, tensor_shapes
 from .validate import ValidationResult, validate
 from .validate import validate as validate_models
 
@@ -84,7 +84,8 @@ def optimize(
         original, input_external_data = loaded.model, loaded.external_data
     else:
         raise InputModelError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
-    stats_before = model_stats(original, input_shapes)
+    shapes = tensor_shapes(original, input_shapes)
+    stats_before = model_stats(original, shapes)
     if validate or original is model:
         working = onnx.ModelProto()
         working.CopyFrom(original)
@@ -95,7 +96,7 @@ def optimize(
     log.info("folded %d blocks (%d regions), %d refusals", report.blocks_folded, report.regions_folded, len(report.refusals))
     report.stats_before = stats_before
     report.input_external_data = input_external_data
-    report.stats_after = model_stats(working, input_shapes)
+    report.stats_after = model_stats(working, shapes)
     if validate:
         with step("validating"):
             result = validate_models(

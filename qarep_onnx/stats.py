@@ -1,7 +1,8 @@
 """Parameter count and an estimate of FLOPs, for the summary's before/after columns.
 
-FLOPs need tensor shapes, so shape inference runs on a light copy of the graph: initializers are
-declared as typed inputs instead of carried, which keeps this cheap on large models.  Counted:
+FLOPs need tensor shapes, so shape inference runs once, before folding, on a light copy of the
+graph: initializers are declared as typed inputs instead of carried, which keeps this cheap on
+large models.  Counted:
 Conv and Gemm/MatMul as 2 FLOPs per multiply-accumulate, BatchNormalization as 2 per element, and
 Add/Sub/Mul/Div/Sum as 1 per output element; other ops are left out.  Symbolic dimensions without
 a given shape make FLOPs unknown (``None``).
@@ -60,17 +61,28 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def flop_estimate(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> int | None:
+def tensor_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict | None:
+    """Static shapes of the main graph's tensors, or None when shape inference fails."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(_light_copy(model, input_shapes))
+        return _shapes(onnx.shape_inference.infer_shapes(_light_copy(model, input_shapes)))
     except Exception:  # shape inference rejects some valid models; then there is no estimate
         return None
-    shapes = _shapes(inferred)
+
+
+def flop_estimate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) -> int | None:
+    """FLOPs from tensor shapes (see :func:`tensor_shapes`); weights' shapes come from the model.
+
+    A folded model keeps the names of every tensor that survives, so the shapes inferred before
+    folding serve after it too.
+    """
+    if shapes is None:
+        return None
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
     total = 0
     for node in model.graph.node:
         out = shapes.get(node.output[0]) if node.output else None
         if node.op_type == "Conv":
-            weight = shapes.get(node.input[1])
+            weight = weights.get(node.input[1]) or shapes.get(node.input[1])
             if out is None or weight is None:
                 return None
             total += 2 * math.prod(out) * math.prod(weight[1:])
@@ -86,5 +98,5 @@ def flop_estimate(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
     return total
 
 
-def model_stats(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelStats:
-    return ModelStats(parameter_count(model), flop_estimate(model, input_shapes))
+def model_stats(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) -> ModelStats:
+    return ModelStats(parameter_count(model), flop_estimate(model, shapes))
