@@ -300,8 +300,11 @@ def embed(form: ConvForm, target: Geometry) -> np.ndarray:
     return out
 
 
-def add(forms: list[ConvForm], target: Geometry | None = None) -> ConvForm:
-    """Sum of forms over the same X, as one form with the merged geometry."""
+def add(forms: list[ConvForm], target: Geometry | None = None, out: np.ndarray | None = None) -> ConvForm:
+    """Sum of forms over the same X, as one form with the merged geometry.
+
+    ``out``, when given, is a float64 array of the result's shape to write the weight into.
+    """
     target = target or merge_geometry([f.geometry for f in forms])
     bias = sum(f.bias for f in forms)
     if target.is_diagonal:
@@ -310,7 +313,11 @@ def add(forms: list[ConvForm], target: Geometry | None = None) -> ConvForm:
     # then add the others into it: one pass less over the largest weight than zeros + add.
     shape = _kernel_shape(target, forms[0].weight.shape[0])
     base = next((i for i, f in enumerate(forms) if f.weight.shape == shape and _same_layout(f.geometry, target)), None)
-    weight = forms[base].weight.astype(np.float64) if base is not None else np.zeros(shape)
+    weight = np.empty(shape) if out is None else out
+    if base is not None:
+        np.copyto(weight, forms[base].weight)
+    else:
+        weight.fill(0.0)
     for i, f in enumerate(forms):
         if i != base:  # by position: the same form may be summed twice, as in Add(y, y)
             _accumulate(weight, f, target)

@@ -7,6 +7,8 @@ casting to the model's element type once, at the end.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import onnx
 
@@ -53,7 +55,31 @@ def _apply_step(value: ConvForm, step: AffineStep) -> ConvForm:
     raise ValueError(f"unknown affine step {step.kind!r}")
 
 
-def _evaluate_one(form: Form, operands: list[ConvForm], identity_channels: int) -> ConvForm:
+class ScratchPool:
+    """float64 buffers handed from one region's evaluation to the next.
+
+    Every region of a network needs buffers of the same few shapes; reusing them spares the
+    kernel from faulting in fresh pages for each block, a large part of the fold's time.
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[tuple[int, ...], list[np.ndarray]] = defaultdict(list)
+        self._taken: list[np.ndarray] = []
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        free = self._free[shape]
+        buffer = free.pop() if free else np.empty(shape)
+        self._taken.append(buffer)
+        return buffer
+
+    def release(self) -> None:
+        """Everything taken is free again: call it once the region's numbers have been copied out."""
+        for buffer in self._taken:
+            self._free[buffer.shape].append(buffer)
+        self._taken.clear()
+
+
+def _evaluate_one(form: Form, operands: list[ConvForm], identity_channels: int, pool: ScratchPool | None) -> ConvForm:
     op = form.op
     if op is None:
         return algebra.identity_form(form.geometry.out_channels or identity_channels)
@@ -72,15 +98,22 @@ def _evaluate_one(form: Form, operands: list[ConvForm], identity_channels: int) 
         return value
     if isinstance(op, Sum):
         terms = [v if sign > 0 else algebra.scale(v, -1.0) for v, (_, sign) in zip(operands, op.terms)]
-        value = algebra.add(terms, form.geometry)
+        g = form.geometry
+        out = None
+        if pool is not None and not g.is_diagonal:
+            out = pool.take((terms[0].weight.shape[0], g.in_channels // g.groups, *g.kernel))
+        value = algebra.add(terms, g, out)
         for constant, sign in op.offsets:
             value = algebra.shift(value, sign * _channel_values(constant))
         return value
     raise TypeError(f"unknown linear op {type(op).__name__}")
 
 
-def evaluate(root: Form) -> ConvForm:
-    """Weight and bias (float64) of the one Conv that computes ``root`` from its source."""
+def evaluate(root: Form, pool: ScratchPool | None = None) -> ConvForm:
+    """Weight and bias (float64) of the one Conv that computes ``root`` from its source.
+
+    With a ``pool`` the result may live in the pool's buffers: copy it out before releasing them.
+    """
     identity_channels = root.geometry.in_channels or root.geometry.out_channels or 1
     values: dict[int, ConvForm] = {}
     stack: list[tuple[Form, bool]] = [(root, False)]
@@ -92,12 +125,24 @@ def evaluate(root: Form) -> ConvForm:
             stack.append((form, True))
             stack.extend((o, False) for o in form.operands if id(o) not in values)
             continue
-        values[id(form)] = _evaluate_one(form, [values[id(o)] for o in form.operands], identity_channels)
+        values[id(form)] = _evaluate_one(form, [values[id(o)] for o in form.operands], identity_channels, pool)
     result = values[id(root)]
     # One reduction instead of an elementwise mask: a sum of finite weights is finite.
     if not (np.isfinite(result.weight.sum()) and np.all(np.isfinite(result.bias))):
         raise FoldAborted("NON_FINITE", "the folded weights are not finite (inf or NaN in the block's constants)")
     return algebra.regroup(result)
+
+
+def folded_conv(root: Form, pool: ScratchPool | None = None) -> ConvForm:
+    """The region's single Conv, its weight and bias in the model's element type (never pooled)."""
+    try:
+        values = evaluate(root, pool)
+        elem_type = model_dtype(root)
+        weight = values.weight.astype(FLOAT_TYPES[elem_type])
+        return ConvForm(weight, values.bias.astype(FLOAT_TYPES[elem_type]), values.geometry)
+    finally:
+        if pool is not None:
+            pool.release()
 
 
 def model_dtype(root: Form) -> int:
@@ -109,7 +154,3 @@ def model_dtype(root: Form) -> int:
             return form.op.weight.elem_type
         stack.extend(form.operands)
     return onnx.TensorProto.FLOAT
-
-
-def to_model_dtype(values: np.ndarray, elem_type: int) -> np.ndarray:
-    return values.astype(FLOAT_TYPES[elem_type])

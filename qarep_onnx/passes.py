@@ -11,7 +11,7 @@ import logging
 
 import onnx
 
-from .evaluate import FoldAborted, evaluate, model_dtype, to_model_dtype
+from .evaluate import FoldAborted, ScratchPool, folded_conv
 from .graph import Constant, GraphIndex, node_label
 from .region import RegionFinder
 from .report import Fold, Refusal, Report, op_counts
@@ -59,26 +59,19 @@ def _fold_graph(
     regions, refusals = RegionFinder(index, keep_post_bn, graph_name).find()
     report.refusals.extend(refusals)
     rewriter = GraphRewriter(graph, index, names, constants_as_nodes)
+    pool = ScratchPool()
     for region in regions:
         form = region.form
         node_names = tuple(node_label(index.nodes[i]) for i in region.nodes)
         op_types = tuple(index.nodes[i].op_type for i in region.nodes)
         try:
-            values = evaluate(form)
+            conv = folded_conv(form, pool)
         except FoldAborted as aborted:
             message = f"the block computing '{form.output}' is not folded: {aborted.message}"
             report.refusals.append(Refusal(aborted.code, message, node_names, graph_name))
             continue
-        elem_type = model_dtype(form)
-        g = values.geometry
-        conv_name = rewriter.replace(
-            region.root_node,
-            region.nodes,
-            form.source,
-            to_model_dtype(values.weight, elem_type),
-            to_model_dtype(values.bias, elem_type),
-            g,
-        )
+        g = conv.geometry
+        conv_name = rewriter.replace(region.root_node, region.nodes, form.source, conv.weight, conv.bias, g)
         fold = Fold(
             output=form.output,
             input=form.source,
