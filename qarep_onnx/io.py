@@ -184,6 +184,84 @@ def _restore(moved: list[tuple[onnx.TensorProto, int, int, bool]], data_path: st
                 tensor.raw_data = f.read(length)
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _shell(message, keep):
+    """A new message of the same type holding the fields of ``message`` whose number ``keep`` accepts."""
+    shell = type(message)()
+    for field, value in message.ListFields():
+        if not keep(field.number):
+            continue
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if repeated:
+            getattr(shell, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(shell, field.name).CopyFrom(value)
+        else:
+            setattr(shell, field.name, value)
+    return shell
+
+
+_GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+_INITIALIZER_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+
+
+class _Serialized:
+    """``model.SerializeToString()``, sized first and then written one initializer at a time.
+
+    Serializing a large model at once builds one buffer as large as the file; writing the same
+    fields in the same order (by field number) piece by piece needs no more than the largest
+    initializer.  A message with unknown fields is serialized whole, to keep those fields.
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        from google.protobuf.unknown_fields import UnknownFieldSet
+
+        self.model = model
+        graph = model.graph
+        self.whole = None
+        if len(UnknownFieldSet(model)) or len(UnknownFieldSet(graph)) or not model.HasField("graph"):
+            try:
+                self.whole = model.SerializeToString()
+            except ValueError as exc:  # protobuf refuses messages over 2 GB
+                raise _TooLarge(str(exc)) from exc
+            self.size = len(self.whole)
+            return
+        self.head = _shell(model, lambda n: n < _GRAPH_FIELD)
+        self.tail = _shell(model, lambda n: n > _GRAPH_FIELD)
+        self.graph_head = _shell(graph, lambda n: n < _INITIALIZER_FIELD)
+        self.graph_tail = _shell(graph, lambda n: n > _INITIALIZER_FIELD)
+        self.tag = _varint(_INITIALIZER_FIELD << 3 | 2)
+        self.sizes = [t.ByteSize() for t in graph.initializer]
+        self.graph_size = (
+            self.graph_head.ByteSize()
+            + self.graph_tail.ByteSize()
+            + sum(len(self.tag) + len(_varint(n)) + n for n in self.sizes)
+        )
+        self.graph_key = _varint(_GRAPH_FIELD << 3 | 2) + _varint(self.graph_size)
+        self.size = self.head.ByteSize() + len(self.graph_key) + self.graph_size + self.tail.ByteSize()
+
+    def write(self, f) -> None:
+        if self.whole is not None:
+            f.write(self.whole)
+            return
+        f.write(self.head.SerializeToString())
+        f.write(self.graph_key)
+        f.write(self.graph_head.SerializeToString())
+        for tensor, size in zip(self.model.graph.initializer, self.sizes):
+            f.write(self.tag + _varint(size))
+            f.write(tensor.SerializeToString())
+        f.write(self.graph_tail.SerializeToString())
+        f.write(self.tail.SerializeToString())
+
+
 class _TooLarge(Exception):
     pass
 
@@ -233,16 +311,15 @@ def _write(model: onnx.ModelProto, p: Path, folder: Path, location: str | None, 
             with os.fdopen(data_fd, "wb") as f:
                 moved = _externalize(model, f, location)
         try:
-            payload = model.SerializeToString()
-        except ValueError as exc:  # protobuf refuses messages over 2 GB
-            raise _TooLarge(str(exc)) from exc
+            serialized = _Serialized(model)
+            if serialized.size > PROTOBUF_LIMIT:
+                raise _TooLarge(f"{serialized.size} bytes, over protobuf's 2 GB limit")
+            model_fd, model_tmp = _temporary(folder, p.name, p)
+            temporaries.append(model_tmp)
+            with os.fdopen(model_fd, "wb") as f:
+                serialized.write(f)
         finally:
             _restore(moved, temporaries[0] if keep_model and moved else None)
-        model_fd, model_tmp = _temporary(folder, p.name, p)
-        temporaries.append(model_tmp)
-        with os.fdopen(model_fd, "wb") as f:
-            f.write(payload)
-        del payload
         mode = 0o666 & ~_umask()  # mkstemp makes files private; give them the usual mode
         for tmp in temporaries:
             os.chmod(tmp, mode)

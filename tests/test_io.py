@@ -10,6 +10,7 @@ from test_cli import cli
 
 import qarep_onnx
 from qarep_onnx.io import read_model, save_model
+from test_fixtures import FIXTURES
 
 
 def _big_block():
@@ -80,3 +81,12 @@ def test_interrupted_write_leaves_the_old_output_and_no_temporary(tmp_path, monk
         save_model(_big_block(), out, external_data=True)
     assert out.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+
+
+@pytest.mark.parametrize("name", ["qarep_detector__dynamo.onnx", "net_fastvit_small__torchscript.onnx"])
+def test_streamed_file_is_exactly_the_serialized_model(name, tmp_path):
+    model = onnx.load(FIXTURES / "models" / name)
+    onnx.helper.set_model_props(model, {"k": "v"})
+    model.functions.add().CopyFrom(onnx.helper.make_function("d", "f", ["a"], ["b"], [onnx.helper.make_node("Relu", ["a"], ["b"])], []))
+    save_model(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").read_bytes() == model.SerializeToString()
