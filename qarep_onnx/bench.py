@@ -1,8 +1,8 @@
 """Latency of models on onnxruntime: warm-up runs, then timed runs, median and p90.
 
 Models compared run on the same provider with onnxruntime's default graph optimizations (what a
-deployment gets) and the same seeded inputs, interleaved run by run so that load from other
-processes on a shared machine affects them alike.
+deployment gets) and the same seeded inputs, interleaved run by run (in a shuffled order) so that
+load from other processes on a shared machine affects them alike.
 """
 
 from __future__ import annotations
@@ -45,11 +45,14 @@ def compare(
         for _ in range(warmup):
             s.run(names, feeds)
     samples: list[list[float]] = [[] for _ in models]
+    order = np.random.default_rng(0)
     for _ in range(runs):
-        for s, names, times in zip(sessions, outputs, samples):
+        # A fresh order each round: a model run right after another is slowed by the caches that
+        # one left behind, and a fixed order would always charge the same model for it.
+        for i in order.permutation(len(models)):
             start = time.perf_counter()
-            s.run(names, feeds)
-            times.append((time.perf_counter() - start) * 1e3)
+            sessions[i].run(outputs[i], feeds)
+            samples[i].append((time.perf_counter() - start) * 1e3)
         if on_run is not None:
             on_run()
     return [Latency.of(times) for times in samples]
