@@ -20,7 +20,7 @@ from .errors import InputModelError, OutputPathError, QarepError, ValidationErro
 from .io import check_is_model, load_model, read_model, save_model
 from .passes import fold_model
 from .progress import step
-from .providers import ProviderError
+from .providers import ProviderError, select_provider
 from .report import Fold, Refusal, Report
 from .stats import model_stats, tensor_shapes
 from .validate import ValidationResult, validate
@@ -74,6 +74,8 @@ def optimize(
     :class:`ValidationError`; ``input_shapes`` fixes symbolic input dimensions.
     Returns the optimized model and a :class:`Report` of folds, refusals, op counts and sizes.
     """
+    if validate:
+        provider = select_provider(provider).name  # an unusable provider fails now, not after the fold
     input_external_data = False
     if isinstance(model, onnx.ModelProto):
         check_is_model(model, "model")
