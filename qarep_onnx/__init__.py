@@ -75,7 +75,7 @@ def optimize(
     Returns the optimized model and a :class:`Report` of folds, refusals, op counts and sizes.
     """
     if validate:
-        provider = select_provider(provider).name  # an unusable provider fails now, not after the fold
+        select_provider(provider)  # an unusable provider fails now, not after the fold (the probe is cached)
     input_external_data = False
     if isinstance(model, onnx.ModelProto):
         check_is_model(model, "model")
