@@ -5,6 +5,7 @@ match, the numbers match the original run with ORT_DISABLE_ALL, a second run cha
 --keep-post-bn keeps exactly the BatchNorms after the blocks' sums.
 """
 
+import functools
 import json
 from pathlib import Path
 
@@ -16,18 +17,19 @@ import qarep_onnx
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
+WITH_NATIVE = [e for e in MANIFEST if e["native_file"] is not None]
+WITH_REFUSAL = [e for e in MANIFEST if e["expected_refusal"]]
 
 
 def _id(entry):
     return f"{entry['name']}-{entry['exporter']}"
 
 
-@pytest.fixture(scope="module", params=MANIFEST, ids=_id)
-def folded(request):
-    entry = request.param
-    model = onnx.load(FIXTURES / entry["file"])
+@functools.cache
+def _optimized(file: str):
+    model = onnx.load(FIXTURES / file)
     optimized, report = qarep_onnx.optimize(model)
-    return entry, model, optimized, report
+    return model, optimized, report
 
 
 def test_manifest_covers_both_exporters_and_the_detector():
@@ -36,40 +38,42 @@ def test_manifest_covers_both_exporters_and_the_detector():
     assert any(e["kind"] == "detector" for e in MANIFEST)
 
 
-def test_folds_as_many_blocks_as_expected(folded):
-    entry, _, optimized, report = folded
+@pytest.mark.parametrize("entry", MANIFEST, ids=_id)
+def test_folds_as_many_blocks_as_expected(entry):
+    _, _, report = _optimized(entry["file"])
     assert report.blocks_folded == entry["expected_blocks"], [r.message for r in report.refusals]
 
 
-def test_conv_count_equals_the_native_export(folded):
-    entry, _, optimized, _ = folded
-    if entry["native_file"] is None:
-        pytest.skip("no native export for this fixture")
+@pytest.mark.parametrize("entry", WITH_NATIVE, ids=_id)
+def test_conv_count_equals_the_native_export(entry):
+    _, optimized, _ = _optimized(entry["file"])
     assert count(optimized, "Conv") == entry["native_conv_count"]
 
 
-def test_output_matches_the_original(folded):
-    _, model, optimized, _ = folded
+@pytest.mark.parametrize("entry", MANIFEST, ids=_id)
+def test_output_matches_the_original(entry):
+    model, optimized, _ = _optimized(entry["file"])
     assert_same_function(model, optimized)
 
 
-def test_output_passes_the_checker(folded):
-    _, model, optimized, _ = folded
+@pytest.mark.parametrize("entry", MANIFEST, ids=_id)
+def test_output_passes_the_checker(entry):
+    model, optimized, _ = _optimized(entry["file"])
     onnx.checker.check_model(model, full_check=True)
     onnx.checker.check_model(optimized, full_check=True)
 
 
-def test_second_run_changes_nothing(folded):
-    _, _, optimized, _ = folded
+@pytest.mark.parametrize("entry", MANIFEST, ids=_id)
+def test_second_run_changes_nothing(entry):
+    _, optimized, _ = _optimized(entry["file"])
     again, report = qarep_onnx.optimize(optimized)
     assert report.regions_folded == 0
     assert again.SerializeToString() == optimized.SerializeToString()
 
 
-def test_expected_refusal_is_reported(folded):
-    entry, _, _, report = folded
-    if not entry["expected_refusal"]:
-        pytest.skip("no refusal expected")
+@pytest.mark.parametrize("entry", WITH_REFUSAL, ids=_id)
+def test_expected_refusal_is_reported(entry):
+    _, _, report = _optimized(entry["file"])
     assert entry["expected_refusal"] in {r.code for r in report.refusals}
 
 
