@@ -295,3 +295,52 @@ def test_a_tensor_summed_with_itself(op, copies):
     optimized, report = qarep_onnx.optimize(model)
     assert report.regions_folded == 1 and report.blocks_folded == 0  # one conv, counted once
     assert_same_function(model, optimized)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_1d_and_3d_blocks_fold(rank):
+    rng = np.random.default_rng(rank)
+    b = GraphBuilder(seed=rank)
+    x = b.input([1, 4] + [6] * rank)
+
+    def conv(k, pad):
+        w = b.const(rng.standard_normal((4, 4) + (k,) * rank) * 0.3)
+        return b.op("Conv", [x, w, b.const(rng.standard_normal(4))], kernel_shape=[k] * rank, pads=[pad] * (2 * rank))
+
+    s = b.op("Add", [b.op("Add", [conv(3, 1), conv(1, 0)]), x])
+    model = b.model([b.op("Relu", [b.batch_norm(s, 4)])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1 and count(optimized, "Conv") == 1
+    assert_same_function(model, optimized)
+
+
+def test_auto_pad_same_with_stride_1_sub_neg_and_constant_first_sub_fold():
+    b = GraphBuilder(seed=21)
+    x = b.input([1, 8, 7, 7])
+    same = b.op("Conv", [x, b.const(b.rng.standard_normal((8, 8, 3, 3)) * 0.3)], auto_pad="SAME_UPPER")
+    neg = b.op("Neg", [b.conv(x, 8, 8, 1, pad=0)])
+    flipped = b.op("Sub", [b.const(b.rng.standard_normal((8, 1, 1))), b.op("Sub", [same, neg])])
+    model = b.model([b.op("Relu", [flipped])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1 and [n.op_type for n in optimized.graph.node] == ["Conv", "Relu"]
+    assert_same_function(model, optimized)
+
+
+def test_average_pool_branch_folds_into_the_kernel():
+    b = GraphBuilder(seed=22)
+    x = b.input([1, 8, 8, 8])
+    pool = b.op("AveragePool", [x], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
+    model = b.model([b.op("Add", [b.op("Add", [b.conv(x, 8, 8, 3), pool]), x])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1 and count(optimized, "AveragePool") == 0
+    assert_same_function(model, optimized)
+
+
+def test_average_pool_excluding_padding_is_refused():
+    b = GraphBuilder(seed=23)
+    x = b.input([1, 8, 8, 8])
+    pool = b.op("AveragePool", [x], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=0)
+    model = b.model([b.op("Add", [b.conv(x, 8, 8, 3), pool])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 0 and "POOL_EXCLUDES_PAD" in _refusal_codes(report)
+    assert_same_function(model, optimized)
