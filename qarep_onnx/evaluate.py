@@ -139,7 +139,11 @@ def folded_conv(root: Form, pool: ScratchPool | None = None) -> ConvForm:
         values = evaluate(root, pool)
         elem_type = model_dtype(root)
         weight = values.weight.astype(FLOAT_TYPES[elem_type])
-        return ConvForm(weight, values.bias.astype(FLOAT_TYPES[elem_type]), values.geometry)
+        bias = values.bias.astype(FLOAT_TYPES[elem_type])
+        if not (np.isfinite(weight.sum(dtype=np.float64)) and np.all(np.isfinite(bias))):
+            name = onnx.TensorProto.DataType.Name(elem_type)
+            raise FoldAborted("NON_FINITE", f"the folded weights overflow {name}; the block is kept as it is")
+        return ConvForm(weight, bias, values.geometry)
     finally:
         if pool is not None:
             pool.release()

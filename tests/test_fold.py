@@ -344,3 +344,16 @@ def test_average_pool_excluding_padding_is_refused():
     optimized, report = qarep_onnx.optimize(model)
     assert report.blocks_folded == 0 and "POOL_EXCLUDES_PAD" in _refusal_codes(report)
     assert_same_function(model, optimized)
+
+
+def test_a_fold_that_would_overflow_float16_is_refused():
+    b = GraphBuilder(seed=24, dtype=np.float16)
+    x = b.input([1, 4, 6, 6])
+    y = b.conv(x, 4, 4, 3)
+    tiny_var = b.const(np.full(4, 1e-7), "var")  # gamma / sqrt(var + eps) ~ 3e3 times weights up to ~1e2
+    big = b.const(np.full((1, 4, 1, 1), 200.0), "scale")
+    bn = b.op("BatchNormalization", [b.op("Mul", [y, big]), b.const(np.ones(4)), b.const(np.zeros(4)), b.const(np.zeros(4)), tiny_var], epsilon=1e-7)
+    model = b.model([bn])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.regions_folded == 0 and "NON_FINITE" in _refusal_codes(report)
+    assert optimized.graph.SerializeToString() == model.graph.SerializeToString()
