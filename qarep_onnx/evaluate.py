@@ -135,6 +135,12 @@ def evaluate(root: Form, pool: ScratchPool | None = None) -> ConvForm:
 
 def folded_conv(root: Form, pool: ScratchPool | None = None) -> ConvForm:
     """The region's single Conv, its weight and bias in the model's element type (never pooled)."""
+    # Overflow and NaN are checked for explicitly; numpy must not warn on the user's terminal.
+    with np.errstate(all="ignore"):
+        return _folded_conv(root, pool)
+
+
+def _folded_conv(root: Form, pool: ScratchPool | None) -> ConvForm:
     try:
         values = evaluate(root, pool)
         elem_type = model_dtype(root)
