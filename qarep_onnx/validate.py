@@ -177,8 +177,19 @@ def validate(
     actual = run(optimized, feeds, provider=choice)
     outputs = []
     for name, a in expected.items():
-        a64, b64 = np.asarray(a, np.float64), np.asarray(actual[name], np.float64)
-        reference = float(np.max(np.abs(a64))) if a64.size else 0.0
-        error = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+        error, reference = _max_error(np.asarray(a, np.float64), np.asarray(actual[name], np.float64))
         outputs.append(OutputComparison(name, error, reference, atol + rtol * max(1.0, reference)))
     return ValidationResult(tuple(outputs), choice.name, choice.note, rtol, atol)
+
+
+def _max_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """max|a - b| and max|a| over finite values; equal infinities and NaN against NaN agree,
+    any other non-finite mismatch is an infinite error."""
+    if not a.size:
+        return 0.0, 0.0
+    with np.errstate(all="ignore"):
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        diff = np.where(same, 0.0, np.abs(a - b))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        finite = a[np.isfinite(a)]
+        return float(diff.max()), float(np.abs(finite).max()) if finite.size else 0.0

@@ -84,3 +84,13 @@ def test_real_probe_answers_in_one_line():
     for name in ("cuda", "tensorrt"):
         reason = probe(name)
         assert reason is None or (reason and "\n" not in reason)
+
+
+def test_non_finite_outputs_compare_sensibly():
+    from qarep_onnx.validate import _max_error
+
+    a = np.array([1.0, np.inf, np.nan, -np.inf])
+    assert _max_error(a, a.copy()) == (0.0, 1.0)
+    assert _max_error(a, np.array([1.0, np.inf, 0.0, -np.inf]))[0] == np.inf
+    assert _max_error(a, np.array([1.5, np.inf, np.nan, np.inf]))[0] == np.inf
+    assert _max_error(np.array([1.0, 2.0]), np.array([1.0, 2.5])) == (0.5, 2.0)
