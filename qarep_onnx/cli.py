@@ -18,7 +18,7 @@ import click
 from . import __version__, load_model
 from . import optimize as optimize_model
 from .bench import compare
-from .errors import OutputPathError, QarepError
+from .errors import OutputPathError, QarepError, ValidationError
 from .io import save_model
 from .progress import progress_log, step
 from .providers import CHOICES, select_provider
@@ -125,10 +125,15 @@ def optimize_command(obj, input_path, output_path, keep_post_bn, force, external
     if _same_file(input_path, output_path) and not force:
         raise OutputPathError(f"{output_path}: OUT is the input file; choose another path or pass --force")
     out = _Output(obj["quiet"], json_path == "-")
-    result = optimize_model(
-        input_path, keep_post_bn=keep_post_bn, validate=validate, provider=provider, rtol=rtol, atol=atol,
-        input_shapes=input_shapes, seed=seed,
-    )
+    try:
+        result = optimize_model(
+            input_path, keep_post_bn=keep_post_bn, validate=validate, provider=provider, rtol=rtol, atol=atol,
+            input_shapes=input_shapes, seed=seed,
+        )
+    except ValidationError as failed:  # the report says how far off each output was
+        if failed.report is not None:
+            _write_json(failed.report, json_path)
+        raise
     if external_data:  # a location was given
         external = external_data
     elif external_data == "" or result.report.input_external_data:

@@ -228,3 +228,12 @@ def test_verbose_logs(model_path, tmp_path):
 def test_malformed_input_shape_is_a_usage_error(model_path, tmp_path):
     result = cli("optimize", "--input-shape", "x:1xAx3", model_path, tmp_path / "out.onnx")
     assert result.returncode == 2 and "NAME:DxDx" in result.stderr
+
+
+def test_failed_validation_still_writes_the_json_report(model_path, tmp_path):
+    report_path = tmp_path / "report.json"
+    args = ("optimize", "--validate", "--provider", "cpu", "--rtol", "0", "--json", report_path)
+    result = cli(*args, model_path, tmp_path / "out.onnx")
+    assert result.returncode == 4 and not (tmp_path / "out.onnx").exists()
+    validation = json.loads(report_path.read_text())["validation"]
+    assert validation["passed"] is False and validation["outputs"][0]["max_abs_error"] > 0
