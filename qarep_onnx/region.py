@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-import onnx
 
 from .algebra import Geometry, MergeRefused, conv_geometry, diagonal_geometry, merge_geometry
 from .graph import GraphIndex, node_label
