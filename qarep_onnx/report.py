@@ -24,8 +24,8 @@ class Refusal:
     """A block left as it was, and why.
 
     ``code`` is stable (FAN_OUT, GRAPH_OUTPUT, NON_CONSTANT, BN_TRAINING, NOT_PER_CHANNEL,
-    STRIDE_MISMATCH, MISALIGNED, EVEN_KERNEL, AUTO_PAD, BLOCKING_OP, COST, ...); ``message`` is
-    for people.
+    STRIDE_MISMATCH, MISALIGNED, EVEN_KERNEL, AUTO_PAD, BLOCKING_OP, NOT_LINEAR, COST, ...; the
+    README lists them all); ``message`` is for people.
     """
 
     code: str
