@@ -5,7 +5,7 @@ import onnx
 import pytest
 from builders import BlockSpec, GraphBuilder, qarep_block, qarep_model
 from conftest import assert_same_function, count
-from onnx import helper
+from onnx import helper, numpy_helper
 
 import qarep_onnx
 from qarep_onnx.validate import run
@@ -171,4 +171,29 @@ def test_blocks_inside_model_local_functions_are_folded():
     assert report.blocks_folded == 1
     assert [n.op_type for n in optimized.functions[0].node] == ["Constant", "Constant", "Conv", "Relu"]
     onnx.checker.check_model(optimized, full_check=True)
+    assert_same_function(model, optimized)
+
+
+def test_blocks_inside_loop_bodies_are_folded():
+    outer = GraphBuilder(seed=16)
+    x = outer.input([1, 8, 8, 8])
+    body = GraphBuilder(seed=17)
+    block_out = qarep_block(body, x, BlockSpec(alpha="scalar", bn_3x3="separate"))
+    body.nodes.append(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
+    body_graph = helper.make_graph(
+        body.nodes, "body",
+        [helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+         helper.make_tensor_value_info(block_out, onnx.TensorProto.FLOAT, None)],
+        body.initializers,
+    )
+    outer.initializers.append(numpy_helper.from_array(np.array(2, np.int64), "trips"))
+    outer.initializers.append(numpy_helper.from_array(np.array(True), "cond_true"))
+    looped = outer.op("Loop", ["trips", "cond_true"], body=body_graph)
+    model = outer.model([looped])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1 and report.folds[0].graph.endswith(".body")
+    body_ops = [n.op_type for n in next(a.g for a in optimized.graph.node[-1].attribute).node]
+    assert body_ops == ["Conv", "Relu", "Identity"]
     assert_same_function(model, optimized)
