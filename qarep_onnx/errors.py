@@ -10,19 +10,26 @@ class QarepError(Exception):
 
 
 class InputModelError(QarepError):
-    """The input cannot be read as an ONNX model."""
+    """The input cannot be read as an ONNX model, or it is not a valid one."""
+
+    exit_code = 2
+
+
+class UsageError(QarepError):
+    """Options that contradict each other or the model (a wrong input shape, an input file that does not fit)."""
 
     exit_code = 2
 
 
 class OutputPathError(QarepError):
-    """The output cannot be written where asked."""
+    """The output cannot be written where asked, or writing it would destroy another file."""
 
     exit_code = 3
 
 
 class ValidationError(QarepError):
-    """The optimized model does not compute what the original computed; ``report`` says how far."""
+    """The optimized model does not compute what the original computed, or that could not be shown;
+    ``report`` says how far."""
 
     exit_code = 4
 

@@ -3,12 +3,15 @@
 A region may only swallow a tensor whose every use it can see, so consumers here include the
 nodes whose subgraphs (If/Loop/Scan bodies) read a tensor from the enclosing scope.  A constant is
 an initializer that no graph input can override, a ``Constant`` node, or an ``Identity`` of either;
-its numbers are read only when a region that uses it is folded.
+inside a subgraph every name the body defines itself (a formal input, an initializer, a node
+output) shadows the enclosing graphs' tensors of the same name.  Numbers are read only when a
+region that uses them is folded, and every attribute and tensor is checked where it is read: a
+malformed model raises :class:`~qarep_onnx.errors.InputModelError`, never an IndexError.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,11 +19,22 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .errors import InputModelError
+
 FLOAT_TYPES = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.FLOAT16: np.float16,
     onnx.TensorProto.DOUBLE: np.float64,
 }
+
+_A = onnx.AttributeProto
+
+
+def type_name(elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"type {elem_type}"
 
 
 @dataclass(frozen=True)
@@ -32,30 +46,117 @@ class Constant:
     elem_type: int
     load: Callable[[], np.ndarray]
 
+    @property
+    def is_float(self) -> bool:
+        return self.elem_type in FLOAT_TYPES
+
 
 def node_label(node: onnx.NodeProto) -> str:
     """A node's name, or a description of it when it has none (for messages and reports)."""
     return node.name or f"<{node.op_type} -> {node.output[0] if node.output else '?'}>"
 
 
-def attribute(node: onnx.NodeProto, name: str, default=None):
+def malformed(node: onnx.NodeProto, problem: str) -> InputModelError:
+    return InputModelError(f"{node.op_type} '{node_label(node)}' {problem}; the model is not valid ONNX, fix its export")
+
+
+class CallerAttribute(Exception):
+    """An attribute of a node in a model-local function whose value the caller supplies (``ref_attr_name``)."""
+
+    def __init__(self, node: onnx.NodeProto, name: str, reference: str) -> None:
+        super().__init__(f"{node.op_type} '{node_label(node)}' takes its attribute '{name}' from the function's caller "
+                         f"(attribute '{reference}'), so its value is not known inside the function")
+        self.message = str(self)
+
+
+def _attribute_proto(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
     for attr in node.attribute:
         if attr.name == name:
-            return onnx.helper.get_attribute_value(attr)
-    return default
+            if attr.ref_attr_name:
+                raise CallerAttribute(node, name, attr.ref_attr_name)
+            return attr
+    return None
+
+
+def _typed(node: onnx.NodeProto, name: str, kind: int):
+    attr = _attribute_proto(node, name)
+    if attr is None:
+        return None
+    if attr.type != kind:
+        raise malformed(node, f"has attribute '{name}' of type {_A.AttributeType.Name(attr.type)}, "
+                              f"expected {_A.AttributeType.Name(kind)}")
+    return onnx.helper.get_attribute_value(attr)
+
+
+def int_attribute(node: onnx.NodeProto, name: str, default: int, minimum: int | None = None) -> int:
+    value = _typed(node, name, _A.INT)
+    value = default if value is None else int(value)
+    if minimum is not None and value < minimum:
+        raise malformed(node, f"has attribute {name}={value}; it must be at least {minimum}")
+    return value
+
+
+def float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
+    value = _typed(node, name, _A.FLOAT)
+    return default if value is None else float(value)
+
+
+def string_attribute(node: onnx.NodeProto, name: str, default: str) -> str:
+    value = _typed(node, name, _A.STRING)
+    if value is None:
+        return default
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def ints_attribute(
+    node: onnx.NodeProto, name: str, default: tuple[int, ...], length: int | None = None, minimum: int | None = None
+) -> tuple[int, ...]:
+    value = _typed(node, name, _A.INTS)
+    values = tuple(default) if value is None else tuple(int(v) for v in value)
+    if length is not None and len(values) != length:
+        raise malformed(node, f"has {len(values)} values in attribute '{name}' where it needs {length}")
+    if minimum is not None and any(v < minimum for v in values):
+        raise malformed(node, f"has attribute {name}={list(values)}; every value must be at least {minimum}")
+    return values
+
+
+def _loader(tensor: onnx.TensorProto, where: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise InputModelError(
+                f"tensor '{tensor.name}'{where} is stored in external data that was not loaded; pass the model's "
+                "path, or load it with onnx.load(path) (which reads external data)"
+            )
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception as exc:  # onnx raises ValueError, TypeError or its own errors for broken tensors
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputModelError(
+                f"tensor '{tensor.name}'{where} cannot be read ({detail}): its data does not match its "
+                f"{type_name(tensor.data_type)} dims {list(tensor.dims)}"
+            ) from exc
+
+    return load
 
 
 def _constant_node_value(node: onnx.NodeProto) -> tuple[tuple[int, ...], int, Callable[[], np.ndarray]] | None:
-    """Shape, element type and loader of a Constant node's value, or None for sparse/strings."""
+    """Shape, element type and loader of a Constant node's value, or None for sparse, string or caller values."""
     for attr in node.attribute:
-        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+        if attr.ref_attr_name:
+            return None  # the value comes from the function's caller
+        if attr.name == "value" and attr.type == _A.TENSOR:
             t = attr.t
-            return tuple(t.dims), t.data_type, lambda t=t: numpy_helper.to_array(t)
-        if attr.name == "value_float":
+            return tuple(t.dims), t.data_type, _loader(t, f" of Constant '{node_label(node)}'")
+        if attr.name == "value_float" and attr.type == _A.FLOAT:
             return (), onnx.TensorProto.FLOAT, lambda v=attr.f: np.array(v, np.float32)
-        if attr.name == "value_floats":
+        if attr.name == "value_floats" and attr.type == _A.FLOATS:
             values = list(attr.floats)
             return (len(values),), onnx.TensorProto.FLOAT, lambda v=values: np.array(v, np.float32)
+        if attr.name == "value_int" and attr.type == _A.INT:
+            return (), onnx.TensorProto.INT64, lambda v=attr.i: np.array(v, np.int64)
+        if attr.name == "value_ints" and attr.type == _A.INTS:
+            values = list(attr.ints)
+            return (len(values),), onnx.TensorProto.INT64, lambda v=values: np.array(v, np.int64)
     return None
 
 
@@ -65,27 +166,78 @@ def subgraph_outer_names(graph: onnx.GraphProto) -> set[str]:
     defined |= {t.values.name for t in graph.sparse_initializer}
     used: set[str] = set()
     for node in graph.node:
-        used.update(n for n in node.input if n)
+        used.update(n for n in node.input if n and n not in defined)
         for sub in node_subgraphs(node):
-            used |= subgraph_outer_names(sub)
+            used |= subgraph_outer_names(sub) - defined
         defined.update(node.output)
-    return used - defined
+    return used
+
+
+def graph_defined_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name a graph defines itself: formal inputs, initializers and node outputs."""
+    names = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    names |= {t.values.name for t in graph.sparse_initializer}
+    for node in graph.node:
+        names.update(o for o in node.output if o)
+    return names
 
 
 def node_subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     graphs = []
     for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
+        if attr.type == _A.GRAPH:
             graphs.append(attr.g)
-        elif attr.type == onnx.AttributeProto.GRAPHS:
+        elif attr.type == _A.GRAPHS:
             graphs.extend(attr.graphs)
     return graphs
 
 
-class GraphIndex:
-    """Producers, consumers and constants of one graph, with an optional enclosing scope."""
+def check_unique_definitions(graph: onnx.GraphProto, label: str) -> None:
+    """Refuse a graph that defines a name twice: onnxruntime silently picks one of the copies."""
+    initializers = Counter(t.name for t in graph.initializer)
+    twice = sorted(name for name, n in initializers.items() if n > 1)
+    if twice:
+        raise InputModelError(
+            f"{label}: initializer '{twice[0]}' is defined {initializers[twice[0]]} times; the model is not valid ONNX "
+            "and which copy a runtime uses is not defined; remove the duplicates"
+        )
+    outputs = Counter(o for node in graph.node for o in node.output if o)
+    twice = sorted(name for name, n in outputs.items() if n > 1)
+    if twice:
+        raise InputModelError(
+            f"{label}: tensor '{twice[0]}' is the output of {outputs[twice[0]]} nodes; the model is not valid ONNX "
+            "(each tensor has one producer)"
+        )
+    clash = sorted(set(outputs) & (set(initializers) | {i.name for i in graph.input}))
+    if clash:
+        raise InputModelError(
+            f"{label}: tensor '{clash[0]}' is both a node output and a graph input or initializer; the model is not "
+            "valid ONNX (each tensor has one producer)"
+        )
 
-    def __init__(self, graph: onnx.GraphProto, outer_constants: dict[str, Constant] | None = None) -> None:
+
+class GraphIndex:
+    """Producers, consumers and constants of one graph, with an optional enclosing scope.
+
+    ``overridable_initializers``: initializers listed as graph inputs can be fed by the caller
+    (IR version 4 and later), so they are not constants.  ``variable`` names initializers that are
+    not constants for another reason (trained by the model's ``training_info``), with the reason.
+    ``read_elsewhere`` names tensors something outside the graph's nodes reads (the training
+    algorithm): like graph outputs, they are never swallowed into a region or deleted.
+    """
+
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        outer_constants: dict[str, Constant] | None = None,
+        *,
+        label: str = "the main graph",
+        overridable_initializers: bool = True,
+        variable: dict[str, str] | None = None,
+        read_elsewhere: set[str] | None = None,
+        known_ranks: dict[str, int] | None = None,
+    ) -> None:
+        check_unique_definitions(graph, label)
         self.graph = graph
         self.nodes = list(graph.node)
         self.producer: dict[str, int] = {}
@@ -101,20 +253,23 @@ class GraphIndex:
                 self.consumers[name].append(index)
         self.graph_outputs = {o.name for o in graph.output}
         self.graph_inputs = {i.name for i in graph.input}
-        self._declared_shapes()
+        self.overridable_initializers = overridable_initializers
+        self.variable = dict(variable or {})
+        self.read_elsewhere = frozenset(read_elsewhere or ())
+        self._declared_shapes(known_ranks or {})
         self.constants = self._find_constants(outer_constants or {})
 
     # -- constants ---------------------------------------------------------------------------
 
     def _find_constants(self, outer: dict[str, Constant]) -> dict[str, Constant]:
-        constants = {name: c for name, c in outer.items() if name not in self.producer}
+        local = graph_defined_names(self.graph)
+        constants = {name: c for name, c in outer.items() if name not in local}
         for init in self.graph.initializer:
-            if init.name in self.graph_inputs:
-                constants.pop(init.name, None)  # overridable by the caller: not a constant
+            if init.name in self.variable:
                 continue
-            constants[init.name] = Constant(
-                init.name, tuple(init.dims), init.data_type, lambda t=init: numpy_helper.to_array(t)
-            )
+            if init.name in self.graph_inputs and self.overridable_initializers:
+                continue  # overridable by the caller: not a constant
+            constants[init.name] = Constant(init.name, tuple(init.dims), init.data_type, _loader(init, ""))
         for node in self.nodes:
             if node.domain not in ("", "ai.onnx") or len(node.output) != 1:
                 continue
@@ -131,6 +286,22 @@ class GraphIndex:
     def constant(self, name: str) -> Constant | None:
         return self.constants.get(name)
 
+    def why_not_constant(self, name: str) -> str:
+        """Why a tensor is not a constant, in words (for refusals)."""
+        if name in self.variable:
+            return self.variable[name]
+        if name in self.graph_inputs:
+            if any(t.name == name for t in self.graph.initializer):
+                return "is an initializer that a graph input of the same name can override"
+            return "is a graph input"
+        producer = self.producer.get(name)
+        if producer is not None:
+            node = self.nodes[producer]
+            if node.op_type == "Constant" and any(a.ref_attr_name for a in node.attribute):
+                return "is a Constant whose value the function's caller supplies"
+            return f"is computed by {node.op_type} '{node_label(node)}'"
+        return "is not defined in this graph"
+
     # -- uses --------------------------------------------------------------------------------
 
     def consumer_nodes(self, name: str) -> list[int]:
@@ -138,12 +309,14 @@ class GraphIndex:
 
     def is_single_use(self, name: str, consumer: int) -> bool:
         """True when ``consumer`` is the only node that reads ``name`` and it is no graph output."""
-        return name not in self.graph_outputs and set(self.consumer_nodes(name)) == {consumer}
+        if name in self.graph_outputs or name in self.read_elsewhere:
+            return False
+        return set(self.consumer_nodes(name)) == {consumer}
 
     # -- ranks -------------------------------------------------------------------------------
 
-    def _declared_shapes(self) -> None:
-        self._ranks: dict[str, int] = {}
+    def _declared_shapes(self, known_ranks: dict[str, int]) -> None:
+        self._ranks: dict[str, int] = dict(known_ranks)
         self._channels: dict[str, int] = {}
         for info in list(self.graph.input) + list(self.graph.output) + list(self.graph.value_info):
             t = info.type.tensor_type
@@ -162,11 +335,14 @@ class GraphIndex:
             if node.op_type == "Conv" and node.input[0] == name and len(node.input) > 1:
                 weight = self.constants.get(node.input[1])
                 if weight is not None and len(weight.shape) > 1:
-                    return weight.shape[1] * int(attribute(node, "group", 1))
+                    try:
+                        return weight.shape[1] * int_attribute(node, "group", 1, minimum=1)
+                    except CallerAttribute:
+                        return None
         return None
 
     def rank(self, name: str) -> int | None:
-        """Rank of a tensor when declared, or implied by a Conv that reads or writes it."""
+        """Rank of a tensor when declared or inferred, or implied by a Conv that reads or writes it."""
         if name in self._ranks:
             return self._ranks[name]
         related = [self.nodes[i] for i in self.consumer_nodes(name)]

@@ -10,9 +10,13 @@
 ``AveragePoolLeaf``    AveragePool whose padded positions count in the mean
 =====================  ===================================================================
 
-Anything else is :class:`NotLinear` with a code and a message a user can read.  Whether a
-constant really broadcasts per channel depends on the data tensor's rank, so that check is
-:func:`channel_values_shape` and is applied where the rank is known.
+Anything else is :class:`NotLinear` with a code and a message a user can read; the code
+``NONLINEAR`` marks an operator that is simply not linear (a Relu ends a block, it is no refusal).
+Every attribute and input a fold would read is checked here: a node that is not valid ONNX (a
+Conv with one input, ``group`` 0, pads of the wrong length, a bias of the wrong length) raises
+:class:`~qarep_onnx.errors.InputModelError`.  Whether a constant really broadcasts per channel
+depends on the data tensor's rank, so that check is :func:`channel_values_shape` and is applied
+where the rank is known.
 """
 
 from __future__ import annotations
@@ -21,7 +25,19 @@ from dataclasses import dataclass
 
 import onnx
 
-from .graph import FLOAT_TYPES, Constant, GraphIndex, attribute, node_label
+from .graph import (
+    FLOAT_TYPES,
+    CallerAttribute,
+    Constant,
+    GraphIndex,
+    float_attribute,
+    int_attribute,
+    ints_attribute,
+    malformed,
+    node_label,
+    string_attribute,
+    type_name,
+)
 
 
 @dataclass(frozen=True)
@@ -95,10 +111,21 @@ _BLOCKING = {
     "Pad": "pads explicitly (DBB-style chains are not folded)",
     "Slice": "crops (cropping branches are not folded)",
 }
+_AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
-def _non_constant(node: onnx.NodeProto, what: str, tensor: str) -> NotLinear:
-    return NotLinear("NON_CONSTANT", f"{what} '{tensor}' of {node.op_type} '{node_label(node)}' is not a constant")
+def _non_constant(node: onnx.NodeProto, index: GraphIndex, what: str, tensor: str) -> NotLinear:
+    return NotLinear(
+        "NON_CONSTANT",
+        f"{what} '{tensor}' of {node.op_type} '{node_label(node)}' is not a constant: it {index.why_not_constant(tensor)}",
+    )
+
+
+def _inputs(node: onnx.NodeProto, least: int, most: int) -> None:
+    n = len(node.input)
+    if not least <= n <= most or not node.input[0]:
+        needs = f"{least}" if least == most else f"{least} to {most}"
+        raise malformed(node, f"has {n} inputs where it takes {needs}")
 
 
 def resolve_pads(
@@ -106,16 +133,14 @@ def resolve_pads(
 ) -> tuple[int, ...] | NotLinear:
     """Explicit pads of a Conv/AveragePool, resolving ``auto_pad`` where the input size does not matter."""
     rank = len(kernel)
-    auto_pad = attribute(node, "auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad in ("NOTSET", ""):
-        pads = tuple(attribute(node, "pads", [0] * (2 * rank)))
-        if len(pads) != 2 * rank:
-            return NotLinear("BAD_ATTRIBUTE", f"{node.op_type} '{node_label(node)}' has {len(pads)} pads for rank {rank}")
-        return pads
+    auto_pad = string_attribute(node, "auto_pad", "NOTSET") or "NOTSET"
+    if auto_pad not in _AUTO_PADS:
+        raise malformed(node, f"has auto_pad={auto_pad!r}; it must be one of {', '.join(_AUTO_PADS)}")
+    if auto_pad == "NOTSET":
+        return ints_attribute(node, "pads", (0,) * (2 * rank), length=2 * rank, minimum=0)
     if auto_pad == "VALID":
         return (0,) * (2 * rank)
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and all(s == 1 for s in stride):
+    if all(s == 1 for s in stride):
         total = [d * (k - 1) for d, k in zip(dilation, kernel)]
         small = [t // 2 for t in total]
         large = [t - t // 2 for t in total]
@@ -127,42 +152,66 @@ def resolve_pads(
     )
 
 
+def _float_constant(node: onnx.NodeProto, role: str, constant: Constant) -> None:
+    if not constant.is_float:
+        raise malformed(node, f"has a {type_name(constant.elem_type)} {role} '{constant.name}' where a float tensor is needed")
+
+
 def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
-    weight = index.constant(node.input[1]) if len(node.input) > 1 else None
+    _inputs(node, 2, 3)
+    weight = index.constant(node.input[1]) if node.input[1] else None
     if weight is None:
-        return _non_constant(node, "weight", node.input[1] if len(node.input) > 1 else "")
+        return _non_constant(node, index, "weight", node.input[1])
     bias = None
     if len(node.input) > 2 and node.input[2]:
         bias = index.constant(node.input[2])
         if bias is None:
-            return _non_constant(node, "bias", node.input[2])
+            return _non_constant(node, index, "bias", node.input[2])
     if weight.elem_type not in FLOAT_TYPES:
-        return NotLinear(
-            "DTYPE", f"Conv '{node_label(node)}' has {onnx.TensorProto.DataType.Name(weight.elem_type)} weights"
-        )
+        if weight.elem_type == onnx.TensorProto.BFLOAT16:
+            return NotLinear("DTYPE", f"Conv '{node_label(node)}' has bfloat16 weights, which qarep-onnx does not fold")
+        _float_constant(node, "weight", weight)
+    if len(weight.shape) < 3 or any(d < 1 for d in weight.shape):
+        raise malformed(node, f"has a weight of shape {list(weight.shape)}; a Conv weight is [M, C/group, k1, ...] with every dim >= 1")
     rank = len(weight.shape) - 2
-    if rank < 1:
-        return NotLinear("BAD_ATTRIBUTE", f"Conv '{node_label(node)}' has a weight of shape {list(weight.shape)}")
     kernel = tuple(weight.shape[2:])
-    stride = tuple(attribute(node, "strides", [1] * rank))
-    dilation = tuple(attribute(node, "dilations", [1] * rank))
+    declared = ints_attribute(node, "kernel_shape", kernel)
+    if declared != kernel:
+        raise malformed(node, f"declares kernel_shape {list(declared)} but its weight has kernel {list(kernel)}")
+    stride = ints_attribute(node, "strides", (1,) * rank, length=rank, minimum=1)
+    dilation = ints_attribute(node, "dilations", (1,) * rank, length=rank, minimum=1)
+    groups = int_attribute(node, "group", 1, minimum=1)
+    if weight.shape[0] % groups:
+        raise malformed(node, f"has group={groups}, which does not divide its {weight.shape[0]} output channels")
+    if bias is not None:
+        if bias.elem_type != weight.elem_type:
+            _float_constant(node, "bias", bias)
+            raise malformed(node, f"has a {type_name(bias.elem_type)} bias and {type_name(weight.elem_type)} weights")
+        if bias.shape != (weight.shape[0],):
+            raise malformed(node, f"has a bias of shape {list(bias.shape)} for {weight.shape[0]} output channels")
     pads = resolve_pads(node, kernel, stride, dilation)
     if isinstance(pads, NotLinear):
         return pads
-    groups = int(attribute(node, "group", 1))
     return ConvLeaf(node.input[0], weight, bias, groups, stride, dilation, pads)
 
 
 def _describe_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
-    if attribute(node, "training_mode", 0) or len([o for o in node.output if o]) > 1:
+    _inputs(node, 5, 5)
+    if int_attribute(node, "training_mode", 0) or len([o for o in node.output if o]) > 1:
         return NotLinear("BN_TRAINING", f"BatchNormalization '{node_label(node)}' runs in training mode")
+    if not int_attribute(node, "spatial", 1):
+        return NotLinear("NOT_PER_CHANNEL", f"BatchNormalization '{node_label(node)}' has spatial=0 (statistics per position)")
+    epsilon = float_attribute(node, "epsilon", 1e-5)
     values = []
     for role, name in zip(("scale", "bias", "mean", "var"), node.input[1:5]):
         constant = index.constant(name)
         if constant is None:
-            return _non_constant(node, role, name)
+            return _non_constant(node, index, role, name)
+        _float_constant(node, role, constant)
         values.append(constant)
-    epsilon = float(attribute(node, "epsilon", 1e-5))
+    shapes = {c.shape for c in values}
+    if len(shapes) > 1 or len(next(iter(shapes))) != 1:
+        raise malformed(node, f"has parameters of shapes {[list(c.shape) for c in values]}; each must be [C]")
     return ChannelAffine(node.input[0], (AffineStep("batch_norm", tuple(values), epsilon),))
 
 
@@ -184,13 +233,15 @@ def _describe_binary(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotL
     elif op == "Sub":
         steps = (AffineStep("negate"), AffineStep("shift", (c,))) if constant_first else (AffineStep("unshift", (c,)),)
     elif constant_first:  # Div(c, y)
-        return NotLinear("NOT_LINEAR", f"Div '{node_label(node)}' divides a constant by the tensor")
+        return NotLinear("NONLINEAR", f"Div '{node_label(node)}' divides a constant by the tensor")
     else:
         steps = (AffineStep("divide", (c,)),)
     return ChannelAffine(x, steps)
 
 
 def _describe_sum(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    if not node.input:
+        raise malformed(node, "has no inputs")
     terms = tuple((n, 1) for n in node.input if index.constant(n) is None)
     offsets = tuple((index.constant(n), 1) for n in node.input if index.constant(n) is not None)
     if not terms:
@@ -201,32 +252,38 @@ def _describe_sum(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLine
 
 
 def _describe_average_pool(node: onnx.NodeProto) -> LinearOp | NotLinear:
-    kernel = tuple(attribute(node, "kernel_shape", []))
+    _inputs(node, 1, 1)
+    kernel = ints_attribute(node, "kernel_shape", (), minimum=1)
+    if not kernel:
+        raise malformed(node, "has no kernel_shape")
     rank = len(kernel)
-    stride = tuple(attribute(node, "strides", [1] * rank))
-    dilation = tuple(attribute(node, "dilations", [1] * rank))
+    stride = ints_attribute(node, "strides", (1,) * rank, length=rank, minimum=1)
+    dilation = ints_attribute(node, "dilations", (1,) * rank, length=rank, minimum=1)
     pads = resolve_pads(node, kernel, stride, dilation)
     if isinstance(pads, NotLinear):
         return pads
-    if any(pads) and not attribute(node, "count_include_pad", 0):
+    if any(pads) and not int_attribute(node, "count_include_pad", 0):
         return NotLinear(
             "POOL_EXCLUDES_PAD",
             f"AveragePool '{node_label(node)}' excludes padding from its mean (count_include_pad=0): "
             "its border weights differ from a convolution's",
         )
-    if attribute(node, "ceil_mode", 0) and any(s > 1 for s in stride):
+    if int_attribute(node, "ceil_mode", 0) and any(s > 1 for s in stride):
         return NotLinear("POOL_CEIL_MODE", f"AveragePool '{node_label(node)}' uses ceil_mode with stride > 1")
     return AveragePoolLeaf(node.input[0], kernel, stride, dilation, pads)
 
 
 def _describe_dropout(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    _inputs(node, 1, 3)
     mask = node.output[1] if len(node.output) > 1 else ""
     if mask and (index.consumer_nodes(mask) or mask in index.graph_outputs):
         return NotLinear("NOT_LINEAR", f"Dropout '{node_label(node)}' has its mask used")
     if len(node.input) > 2 and node.input[2]:
         training = index.constant(node.input[2])
-        if training is None or bool(training.load()):
+        if training is None or training.shape not in ((), (1,)) or bool(training.load().reshape(-1)[0]):
             return NotLinear("NOT_LINEAR", f"Dropout '{node_label(node)}' may run in training mode")
+    if int_attribute(node, "is_test", 1) == 0:  # opset < 7
+        return NotLinear("NOT_LINEAR", f"Dropout '{node_label(node)}' runs in training mode (is_test=0)")
     return Passthrough(node.input[0])
 
 
@@ -234,6 +291,13 @@ def describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     """The linear operation a node applies to conv-forms, or why it applies none."""
     if node.domain not in ("", "ai.onnx"):
         return NotLinear("BLOCKING_OP", f"{node.domain}::{node.op_type} '{node_label(node)}' is a custom operator")
+    try:
+        return _describe(node, index)
+    except CallerAttribute as caller:
+        return NotLinear("NON_CONSTANT", caller.message)
+
+
+def _describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     op = node.op_type
     if op == "Conv":
         return _describe_conv(node, index)
@@ -243,16 +307,17 @@ def describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
         return _describe_binary(node, index)
     if op == "Sum":
         return _describe_sum(node, index)
-    if op == "Neg":
+    if op == "Neg" and len(node.input) == 1:
         return ChannelAffine(node.input[0], (AffineStep("negate"),))
-    if op == "Identity":
+    if op == "Identity" and len(node.input) == 1:
         return Passthrough(node.input[0])
     if op == "Dropout":
         return _describe_dropout(node, index)
     if op == "AveragePool":
         return _describe_average_pool(node)
-    reason = _BLOCKING.get(op, "is not linear")
-    return NotLinear("BLOCKING_OP", f"{op} '{node_label(node)}' {reason}")
+    if op in _BLOCKING:
+        return NotLinear("BLOCKING_OP", f"{op} '{node_label(node)}' {_BLOCKING[op]}")
+    return NotLinear("NONLINEAR", f"{op} '{node_label(node)}' is not linear")
 
 
 def channel_values_shape(shape: tuple[int, ...], rank: int | None, channels: int | None) -> int | None | NotLinear:

@@ -1,37 +1,74 @@
 """The fold pass: find linear regions in every graph of a model and replace each with one Conv.
 
 Works in place on a ModelProto: the main graph, the bodies of If/Loop/Scan nodes (which see the
-enclosing graphs' constants) and model-local functions (whose new weights become Constant nodes).
+enclosing graphs' constants, unless a name of their own shadows them) and model-local functions
+(whose new weights become Constant nodes).  A graph is cleaned up after its subgraphs, so that a
+weight of the main graph read only by a block folded inside a Loop body goes too.
 Returns a :class:`~qarep_onnx.report.Report`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import onnx
 
 from .evaluate import FoldAborted, ScratchPool, folded_conv
-from .graph import Constant, GraphIndex, node_label
+from .graph import GraphIndex, node_label, subgraph_outer_names
 from .region import RegionFinder
 from .report import Fold, Refusal, Report, op_counts
 from .rewrite import GraphRewriter, NameAllocator, all_names
 
 log = logging.getLogger("qarep_onnx")
 
+# IR version 3 lists every initializer among the graph inputs: there, that listing says nothing
+# about the caller overriding it (onnxruntime treats them as constants too).
+_FIRST_IR_WITH_OPTIONAL_INITIALIZER_INPUTS = 4
+
+
+@dataclass
+class _Pass:
+    """What every graph of one model's fold shares."""
+
+    keep_post_bn: bool
+    names: NameAllocator
+    report: Report
+    legacy_ir: bool  # IR version 3: initializers are graph inputs
+
 
 def fold_model(model: onnx.ModelProto, keep_post_bn: bool = False) -> Report:
     """Fold every linear region of ``model`` in place; ``keep_post_bn`` keeps the BN after a block."""
     report = Report(op_counts_before=op_counts(model))
-    names = NameAllocator(all_names(model))
-    _fold_graph(model.graph, {}, keep_post_bn, names, report, graph_name="")
+    legacy_ir = model.ir_version < _FIRST_IR_WITH_OPTIONAL_INITIALIZER_INPUTS
+    state = _Pass(keep_post_bn, NameAllocator(all_names(model)), report, legacy_ir)
+    trained = _training_names(model)
+    index = GraphIndex(
+        model.graph,
+        label="the main graph",
+        overridable_initializers=not legacy_ir,
+        variable={n: "is used by the model's training_info (trained weights are not constants)" for n in trained},
+        read_elsewhere=trained,
+    )
+    _fold_graph(index, state, graph_name="", constants_as_nodes=False, initializers_are_inputs=legacy_ir)
     for function in model.functions:
-        _fold_function(function, keep_post_bn, names, report)
+        _fold_function(function, state)
     report.op_counts_after = op_counts(model)
     return report
 
 
-def _fold_function(function: onnx.FunctionProto, keep_post_bn: bool, names: NameAllocator, report: Report) -> None:
+def _training_names(model: onnx.ModelProto) -> set[str]:
+    """Main-graph tensors that the model's training_info binds or reads."""
+    names: set[str] = set()
+    for info in model.training_info:
+        names.update(b.key for b in info.initialization_binding)
+        names.update(b.key for b in info.update_binding)
+        for graph in (info.initialization, info.algorithm):
+            names |= subgraph_outer_names(graph)
+    return names
+
+
+def _fold_function(function: onnx.FunctionProto, state: _Pass) -> None:
     """Fold a function body through a graph view of it, then write the nodes back."""
     graph = onnx.helper.make_graph(
         list(function.node),
@@ -39,26 +76,26 @@ def _fold_function(function: onnx.FunctionProto, keep_post_bn: bool, names: Name
         [onnx.ValueInfoProto(name=n) for n in function.input],
         [onnx.ValueInfoProto(name=n) for n in function.output],
     )
-    before = len(report.folds)
-    _fold_graph(graph, {}, keep_post_bn, names, report, f"{function.domain}::{function.name}", constants_as_nodes=True)
-    if len(report.folds) > before:
+    label = f"{function.domain}::{function.name}"
+    before = len(state.report.folds)
+    index = GraphIndex(graph, label=f"function {label}")
+    _fold_graph(index, state, label, constants_as_nodes=True, initializers_are_inputs=False)
+    if len(state.report.folds) > before:
         del function.node[:]
         function.node.extend(graph.node)
+        alive = {o for n in graph.node for o in n.output} | set(function.input)
+        for k in reversed([k for k, v in enumerate(function.value_info) if v.name not in alive]):
+            del function.value_info[k]
 
 
 def _fold_graph(
-    graph: onnx.GraphProto,
-    outer_constants: dict[str, Constant],
-    keep_post_bn: bool,
-    names: NameAllocator,
-    report: Report,
-    graph_name: str,
-    constants_as_nodes: bool = False,
-) -> None:
-    index = GraphIndex(graph, outer_constants)
-    regions, refusals = RegionFinder(index, keep_post_bn, graph_name).find()
+    index: GraphIndex, state: _Pass, graph_name: str, constants_as_nodes: bool, initializers_are_inputs: bool
+) -> set[str]:
+    """Fold one graph and, after it, its subgraphs; returns outer names it stopped reading."""
+    graph, report = index.graph, state.report
+    regions, refusals = RegionFinder(index, state.keep_post_bn, graph_name).find()
     report.refusals.extend(refusals)
-    rewriter = GraphRewriter(graph, index, names, constants_as_nodes)
+    rewriter = GraphRewriter(graph, index, state.names, constants_as_nodes, initializers_are_inputs)
     pool = ScratchPool()
     for region in regions:
         form = region.form
@@ -88,11 +125,20 @@ def _fold_graph(
         )
         log.debug("folded %d nodes (%d branches) into %s", len(node_names), form.branches, conv_name)
         report.folds.append(fold)
-    rewriter.commit()
 
-    for node in graph.node:
+    released_by_subgraphs: set[str] = set()
+    for i, node in enumerate(graph.node):
+        if i in rewriter.doomed:
+            continue
         for attr in node.attribute:
             subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
             for sub in subgraphs:
                 sub_name = f"{graph_name + '/' if graph_name else ''}{node.name or node.op_type}.{attr.name}"
-                _fold_graph(sub, index.constants, keep_post_bn, names, report, sub_name, constants_as_nodes)
+                sub_index = GraphIndex(sub, index.constants, label=f"subgraph {sub_name}")
+                # IR 3 subgraphs list their initializers as inputs too, and a body's inputs are fixed
+                # by its node: new weights go in as Constant nodes there.
+                released_by_subgraphs |= _fold_graph(
+                    sub_index, state, sub_name, constants_as_nodes or initializers_are_inputs, False
+                )
+    return rewriter.commit(released_by_subgraphs)
+

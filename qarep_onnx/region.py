@@ -38,6 +38,8 @@ _EXPLAIN_DEPTH = 8
 # Reasons a node right after a block gives for not extending it that are worth reporting; a
 # Relu or a gating Mul after a block is simply where the block ends.
 _REPORTED_STOPS = {"BN_TRAINING", "NON_CONSTANT", "NOT_PER_CHANNEL"}
+# Operators that start a region; when one cannot, that is worth saying if a linear op follows it.
+_LEAF_OPS = {"Conv"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,27 @@ class Region:
     @property
     def root_node(self) -> int:
         return self.form.node
+
+
+def _without_trailing_batch_norm(form: Form) -> Form | None:
+    """The region ``form`` with every BatchNormalization at its end left out (``--keep-post-bn``).
+
+    Walks the chain of single-operand steps that ends the region; if a BatchNormalization is among
+    them, the region ends just before the first (innermost) one.  Only branches, and what lies
+    inside them, merge: a run on the result finds a Conv followed by the kept BatchNorm, which it
+    keeps again, so partial fusion is idempotent like the full one.
+    """
+    chain = [form]
+    while isinstance(chain[-1].op, (ChannelAffine, Passthrough)):
+        chain.append(chain[-1].operands[0])
+    innermost_bn = None
+    for f in chain:
+        if isinstance(f.op, ChannelAffine) and any(s.kind == "batch_norm" for s in f.op.steps):
+            innermost_bn = f
+    if innermost_bn is None:
+        return form
+    root = innermost_bn.operands[0]
+    return root if root.node is not None else None
 
 
 def region_nodes(form: Form) -> tuple[int, ...]:
@@ -103,6 +126,8 @@ class RegionFinder:
             op = describe(node, self.index)
             if isinstance(op, NotLinear):
                 self._refuse_stop(i, op)
+                if node.op_type in _LEAF_OPS:
+                    self._refuse_leaf(i, op)
                 continue
             form = self._extend(i, op)
             if form is not None:
@@ -110,11 +135,14 @@ class RegionFinder:
                 self.absorbed.update(o.output for o in form.operands if o.node is not None)
         regions = []
         for name, form in self.forms.items():
-            if name in self.absorbed or not form.has_conv:
+            if name in self.absorbed:
                 continue
-            nodes = region_nodes(form)
+            root = _without_trailing_batch_norm(form) if self.keep_post_bn else form
+            if root is None or not root.has_conv:
+                continue
+            nodes = region_nodes(root)
             if len(nodes) >= 2:
-                regions.append(Region(form, nodes))
+                regions.append(Region(root, nodes))
         return regions, self.refusals
 
     def _operand(self, tensor: str, consumer: int) -> Form:
@@ -150,8 +178,6 @@ class RegionFinder:
 
     def _extend_affine(self, i: int, op: ChannelAffine) -> Form | None:
         x = self._operand(op.x, i)
-        if self.keep_post_bn and x.branches >= 2 and any(s.kind == "batch_norm" for s in op.steps):
-            return None  # --keep-post-bn: the BatchNorm after a merged block stays a node
         geometry = x.geometry
         channels = geometry.out_channels
         for step in op.steps:
@@ -235,9 +261,10 @@ class RegionFinder:
             return
         if operand is None:
             data = [t for t in node.input[:1] if t in self.forms and self.index.is_single_use(t, i)]
-            if not data or not self.forms[data[0]].has_conv:
+            if not data:
                 return
-        elif not operand.has_conv:
+            operand = self.forms[data[0]]
+        if not operand.has_conv:
             return
         key = (reason.code, i)
         if key not in self._refused_at:
@@ -245,7 +272,24 @@ class RegionFinder:
             message = reason.message
             if f"'{node_label(node)}'" not in message:
                 message = f"{node.op_type} '{node_label(node)}' has {message}"
-            message += "; the block before it is folded without it"
+            if len(region_nodes(operand)) >= 2:
+                message += "; the block before it is folded without it"
+            else:
+                message += "; it stays a node of its own"
+            self.refusals.append(Refusal(reason.code, message, (node_label(node),), self.graph_name))
+
+    def _refuse_leaf(self, i: int, reason: NotLinear) -> None:
+        """A Conv that cannot start a region although a linear op reads it (a Conv -> BN left as two nodes)."""
+        if reason.code == "NONLINEAR":
+            return
+        node = self.index.nodes[i]
+        readers = self.index.consumer_nodes(node.output[0])
+        if not any(not isinstance(describe(self.index.nodes[r], self.index), NotLinear) for r in readers):
+            return
+        key = (reason.code, i)
+        if key not in self._refused_at:
+            self._refused_at.add(key)
+            message = f"{reason.message}; it is not folded with the linear operators that follow it"
             self.refusals.append(Refusal(reason.code, message, (node_label(node),), self.graph_name))
 
     def _explain_mixed_sources(self, i: int, operands: tuple[Form, ...]) -> None:
@@ -255,13 +299,20 @@ class RegionFinder:
             return
         for operand in operands:
             others = sources - {operand.source}
-            found = self._find_blocker(operand.source, i, others)
+            found = self._find_blocker(operand.source, i, others, operand.has_conv)
             if found is not None:
                 code, message, blocker = found
                 self._refuse(i, code, f"cannot merge its branches: {message}", blocker)
 
-    def _find_blocker(self, start: str, consumer: int, targets: set[str]) -> tuple[str, str, int] | None:
-        """Walk up from ``start`` to a tensor computed from one of ``targets``; name what broke the chain."""
+    def _find_blocker(
+        self, start: str, consumer: int, targets: set[str], start_has_leaf: bool
+    ) -> tuple[str, str, int] | None:
+        """Walk up from ``start`` to a tensor computed from one of ``targets``; name what broke the chain.
+
+        A non-linear operator (a Relu) is reported only when its own output is summed as a term
+        (``Relu(x)`` as the identity term): where a Conv reads it, as in a ResNet residual, the
+        branch is a deeper non-linear network and the block simply ends there.
+        """
         index = self.index
         queue = deque([(start, consumer, 0)])
         seen = {start}
@@ -282,7 +333,10 @@ class RegionFinder:
             if any(t in targets or (t in self.forms and self.forms[t].source in targets) for t in inputs):
                 reason = describe(node, index)
                 if isinstance(reason, NotLinear):
-                    return reason.code, reason.message, producer
+                    if reason.code == "NONLINEAR" and (depth > 0 or start_has_leaf):
+                        continue  # a deeper non-linear branch: not a block, nothing to report
+                    code = "BLOCKING_OP" if reason.code == "NONLINEAR" else reason.code
+                    return code, reason.message, producer
             for t in inputs:
                 if t not in seen:
                     seen.add(t)

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph import GraphIndex, node_subgraphs, subgraph_outer_names
+from .graph import GraphIndex, graph_defined_names, node_subgraphs, subgraph_outer_names
 
 
 class NameAllocator:
@@ -72,16 +72,28 @@ class GraphRewriter:
     """Collects replacements for one graph, then applies them all at once."""
 
     def __init__(
-        self, graph: onnx.GraphProto, index: GraphIndex, names: NameAllocator, constants_as_nodes: bool = False
+        self,
+        graph: onnx.GraphProto,
+        index: GraphIndex,
+        names: NameAllocator,
+        constants_as_nodes: bool = False,
+        initializers_are_inputs: bool = False,
     ) -> None:
         self.graph = graph
         self.index = index
         self.names = names
         # Function bodies have no initializers: their new weights become Constant nodes in front.
         self.constants_as_nodes = constants_as_nodes
+        # IR version 3: every initializer is also a graph input, new ones included.
+        self.initializers_are_inputs = initializers_are_inputs
         self._doomed: set[int] = set()
         self._released: set[str] = set()  # tensors the replaced nodes read
         self._function_constants: list[onnx.TensorProto] = []
+
+    @property
+    def doomed(self) -> set[int]:
+        """Indices of the nodes that commit() deletes."""
+        return self._doomed
 
     def replace(self, root_index: int, nodes: tuple[int, ...], x: str, weight: np.ndarray, bias: np.ndarray, geometry) -> str:
         """Make node ``root_index`` the Conv ``x -> (weight, bias)``; delete the other ``nodes``. Returns its name."""
@@ -120,11 +132,19 @@ class GraphRewriter:
         tensor.data_type = helper.np_dtype_to_tensor_dtype(values.dtype)
         tensor.dims.extend(values.shape)
         tensor.raw_data = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+        if self.initializers_are_inputs:
+            self.graph.input.append(helper.make_tensor_value_info(name, tensor.data_type, list(values.shape)))
 
-    def commit(self) -> None:
-        """Delete replaced nodes and the constants only they read; add the new weights."""
+    def commit(self, released_by_subgraphs: set[str] = frozenset()) -> set[str]:
+        """Delete replaced nodes and the constants only they read; add the new weights.
+
+        ``released_by_subgraphs`` are outer-scope names that folds inside this graph's subgraphs
+        stopped reading.  Returns the names released here that this graph does not define: the
+        enclosing graph's to clean up.
+        """
         graph, index = self.graph, self.index
-        candidates = set(self._released)
+        defined = graph_defined_names(graph)
+        candidates = self._released | set(released_by_subgraphs)
         removed_outputs: set[str] = set()
         for i in self._doomed:
             removed_outputs.update(index.nodes[i].output)
@@ -150,18 +170,22 @@ class GraphRewriter:
 
         for i in sorted(self._doomed, reverse=True):
             del graph.node[i]
-        protected = used | index.graph_inputs | index.graph_outputs
+        initializer_names = {t.name for t in graph.initializer}
+        inputs = index.graph_inputs - initializer_names if self.initializers_are_inputs else index.graph_inputs
+        protected = used | inputs | index.graph_outputs | set(index.read_elsewhere)
         stale = [k for k, t in enumerate(graph.initializer) if t.name in candidates and t.name not in protected]
         for k in reversed(stale):
+            removed_outputs.add(graph.initializer[k].name)
             del graph.initializer[k]
+        if self.initializers_are_inputs:
+            _drop_named(graph.input, removed_outputs)
         if self._function_constants:  # function bodies: the new weights become Constant nodes in front
             constants = [helper.make_node("Constant", [], [t.name], name=t.name, value=t) for t in self._function_constants]
             nodes = constants + list(graph.node)
             del graph.node[:]
             graph.node.extend(nodes)
-        stale_info = [k for k, v in enumerate(graph.value_info) if v.name in removed_outputs]
-        for k in reversed(stale_info):
-            del graph.value_info[k]
+        _drop_named(graph.value_info, removed_outputs)
+        return {t for t in candidates if t not in defined}
 
     def _names_read_by_kept_nodes(self) -> set[str]:
         used = set(self.index.graph_outputs)
@@ -172,3 +196,9 @@ class GraphRewriter:
             for sub in node_subgraphs(node):
                 used |= subgraph_outer_names(sub)
         return used
+
+
+def _drop_named(entries, names: set[str]) -> None:
+    """Delete the entries (ValueInfoProto) of a repeated field whose name is in ``names``."""
+    for k in reversed([k for k, v in enumerate(entries) if v.name in names]):
+        del entries[k]

@@ -84,7 +84,13 @@ def test_keep_post_bn(entry):
     optimized, report = qarep_onnx.optimize(model, keep_post_bn=True)
     assert report.blocks_folded == entry["expected_blocks"]
     kept = count(optimized, "BatchNormalization") - count(fully, "BatchNormalization")
-    assert kept == entry["expected_post_bn"]
+    # Kept: the BatchNorm after each block's sum, and the one ending each plain Conv -> BN chain.
+    producer = {o: n for n in model.graph.node for o in n.output}
+    _, _, full_report = _optimized(entry["file"])
+    chains = sum(f.branches == 1 and producer[f.output].op_type == "BatchNormalization" for f in full_report.folds)
+    assert kept == entry["expected_post_bn"] + chains
+    again, second = qarep_onnx.optimize(optimized, keep_post_bn=True)
+    assert second.regions_folded == 0 and again.SerializeToString() == optimized.SerializeToString()
     if entry["native_file"] is not None:
         assert count(optimized, "Conv") == entry["native_conv_count"]
     assert_same_function(model, optimized)

@@ -354,3 +354,53 @@ def test_a_fold_that_would_overflow_float16_is_refused():
     optimized, report = qarep_onnx.optimize(model)
     assert report.regions_folded == 0 and "NON_FINITE" in _refusal_codes(report)
     assert optimized.graph.SerializeToString() == model.graph.SerializeToString()
+
+
+# -- where a block ends is not a refusal --------------------------------------------------------
+
+
+def test_a_resnet_residual_is_not_reported_as_a_refusal():
+    """Conv-BN-Relu-Conv-BN + x, Relu: the second Conv-BN folds; the Relu ends it; nothing is refused."""
+    b = GraphBuilder(seed=31)
+    x = b.input([1, 8, 8, 8])
+    h = b.op("Relu", [b.batch_norm(b.conv(x, 8, 8, 3, bias=False), 8)])
+    h = b.batch_norm(b.conv(h, 8, 8, 3, bias=False), 8)
+    y = b.op("Relu", [b.op("Add", [h, x])])
+    bottleneck = b.op("Relu", [b.op("Add", [b.batch_norm(b.conv(b.op("Relu", [b.conv(y, 8, 4, 1, pad=0)]), 4, 8, 1, pad=0), 8), y])])
+    model = b.model([bottleneck])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.refusals == [], [r.message for r in report.refusals]
+    assert report.blocks_folded == 0 and report.regions_folded == 3
+    assert count(optimized, "BatchNormalization") == 0
+    assert_same_function(model, optimized)
+
+
+@pytest.mark.parametrize("folded_before", [True, False])
+def test_a_stop_says_whether_the_block_before_it_was_folded(folded_before):
+    b = GraphBuilder(seed=32)
+    x = b.input([1, 8, 8, 8])
+    y = b.conv(x, 8, 8, 3)
+    if folded_before:
+        y = b.batch_norm(y, 8)
+    bn = b.batch_norm(y, 8)
+    b.nodes[-1].attribute.append(onnx.helper.make_attribute("training_mode", 1))
+    model = b.model([bn])
+    _, report = qarep_onnx.optimize(model)
+    (refusal,) = [r for r in report.refusals if r.code == "BN_TRAINING"]
+    assert ("folded without it" in refusal.message) == folded_before
+    assert ("stays a node of its own" in refusal.message) == (not folded_before)
+
+
+def test_a_conv_that_cannot_start_a_region_says_why_when_a_linear_op_follows():
+    b = GraphBuilder(seed=33)
+    x = b.input([1, 8, 8, 8])
+    y = b.batch_norm(b.conv(x, 8, 8, 3, stride=2), 8)
+    conv = next(n for n in b.nodes if n.op_type == "Conv")
+    kept = [a for a in conv.attribute if a.name != "pads"]
+    del conv.attribute[:]
+    conv.attribute.extend(kept)
+    conv.attribute.append(onnx.helper.make_attribute("auto_pad", "SAME_UPPER"))
+    model = b.model([y])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.regions_folded == 0 and [r.code for r in report.refusals] == ["AUTO_PAD"]
+    assert "not folded with the linear operators that follow it" in report.refusals[0].message
