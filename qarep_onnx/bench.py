@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from .providers import ProviderChoice, session
-from .validate import make_inputs
+from .inputs import random_input_sets
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def compare(
     on_run: Callable[[], None] | None = None,
 ) -> list[Latency]:
     """Latency of each model (same inputs, same provider), measured interleaved."""
-    feeds = make_inputs(models[0], 0, input_shapes)
+    feeds = random_input_sets(models[0], 1, 0, input_shapes)[0].feeds
     sessions = [session(m, choice, optimize_graph=True) for m in models]
     outputs = [[o.name for o in s.get_outputs()] for s in sessions]
     for s, names in zip(sessions, outputs):

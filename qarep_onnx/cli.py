@@ -1,29 +1,35 @@
-"""Command line: ``qarep-onnx optimize | inspect | bench``.  The only module that prints.
+"""Command line: ``qarep-onnx optimize | inspect | validate | bench``.  The only module that prints.
 
 Every library error becomes one line on stderr and the error's exit code, never a traceback:
-0 success, 1 other error, 2 bad input or usage, 3 output not writable, 4 validation mismatch,
-5 provider unavailable, 70 internal error, 130 interrupted.
+0 success, 1 other error, 2 bad input or usage, 3 output not writable (or it would overwrite an
+input or another output), 4 validation failed or proved nothing, 5 provider unavailable,
+70 internal error, 130 interrupted.  Every path the user asks us to write is checked before
+anything is written (:mod:`qarep_onnx.paths`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from . import __version__, load_model
-from . import optimize as optimize_model
+from . import __version__
+from .api import optimize_loaded
 from .bench import compare
 from .errors import OutputPathError, QarepError, ValidationError
-from .io import save_model
+from .inputs import check_same_inputs
+from .io import LoadedModel, external_data_location, load_model, read_model, save_model, write_text
+from .paths import OutputPath, check_outputs, resolve_output
 from .progress import progress_log, step
 from .providers import CHOICES, select_provider
-from .render import explain_lines, latency_lines, summary_lines
-from .report import Report
+from .render import explain_lines, latency_lines, summary_lines, validation_lines
+from .report import Report, validation_report
+from .validation import validate as validate_models
 
 
 def _parse_shapes(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -38,6 +44,12 @@ def _parse_shapes(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[int, .
             raise click.BadParameter(f"'{value}' is not NAME:DxDx... (e.g. images:1x3x640x640)", ctx, param)
         shapes[name] = shape
     return shapes
+
+
+def _finite(ctx, param, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", ctx, param)
+    return value
 
 
 def _input_shape_option(f):
@@ -58,6 +70,26 @@ def _json_option(f):
     return click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON to PATH ('-' for stdout).")(f)
 
 
+def _checking_options(f):
+    """The options of a validation: tolerance, inputs, provider."""
+    options = [
+        _provider_option,
+        click.option("--rtol", type=click.FloatRange(min=0), callback=_finite,
+                     help="Explicit tolerance atol + rtol * max(1, max|a|) instead of the one calibrated to the model's own float noise."),
+        click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True, callback=_finite,
+                     help="Absolute slack added to the tolerance."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs."),
+        click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Random input sets (normal noise, images in [0,1), images in [0,255), in turn)."),
+        click.option("--inputs", "input_files", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+                     help="Real inputs: .npz keyed by input name, or .npy for a one-input model (repeatable)."),
+        _input_shape_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 class _Output:
     """Where text goes: stdout normally, stderr when stdout carries JSON, nowhere with -q."""
 
@@ -71,20 +103,35 @@ class _Output:
                 click.echo(line, err=self.err)
 
 
-def _write_json(report: Report, path: str | None) -> None:
+def _planned(*outputs: tuple[str, str | os.PathLike | None]) -> list[OutputPath]:
+    """The outputs the user named (``-`` and absent ones left out), each resolved and checked."""
+    return [resolve_output(path, role) for role, path in outputs if path is not None and str(path) != "-"]
+
+
+def _notes(planned: list[OutputPath]) -> list[str]:
+    return [p.note for p in planned if p.note]
+
+
+def _inputs_of(label: str, path: Path, loaded: LoadedModel | None = None) -> list[tuple[str, Path]]:
+    files = [(label, path)]
+    if loaded is not None:
+        files += [(f"{label}'s external data file", f) for f in loaded.data_files]
+    return files
+
+
+def _load(path: Path, label: str) -> LoadedModel:
+    with step(f"loading {path}"):
+        return read_model(path)
+
+
+def _write_json(document: dict, path: str | None) -> None:
     if path is None:
         return
-    text = json.dumps(report.to_dict(), indent=2)
+    text = json.dumps(document, indent=2)
     if path == "-":
         click.echo(text)
-        return
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise OutputPathError(f"{target}: the folder {target.parent} does not exist")
-    try:
-        target.write_text(text + "\n")
-    except OSError as exc:
-        raise OutputPathError(f"{target}: cannot write the report ({exc.strerror or exc})") from exc
+    else:
+        write_text(path, text + "\n", "the JSON report")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,49 +151,55 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 @cli.command("optimize")
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
-@click.option("--keep-post-bn", is_flag=True, help="Keep the BatchNorm after each block's sum as its own node (partial fusion).")
+@click.option("--keep-post-bn", is_flag=True, help="Keep every BatchNorm that ends a block as its own node (partial fusion).")
 @click.option("--force", is_flag=True, help="Allow OUT to be the same file as IN.")
 @click.option(
     "--external-data", is_flag=False, flag_value="", default=None, metavar="[LOCATION]",
     help="Write weights to an external data file (default name: OUT.data). Automatic when IN had one or OUT passes 2 GB.",
 )
-@click.option("--validate", is_flag=True, help="Check on onnxruntime that OUT computes what IN computes; on a mismatch OUT is not written.")
-@_provider_option
-@click.option("--rtol", type=float, help="Relative tolerance for --validate (default by dtype: fp32 1e-5, fp16 1e-2).")
-@click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance for --validate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation inputs.")
-@_input_shape_option
+@click.option("--validate", is_flag=True, help="Check on onnxruntime that OUT computes what IN computes; if not, OUT is not written.")
+@_checking_options
 @click.option("--explain", is_flag=True, help="List every region folded or refused, and why.")
 @_json_option
 @click.pass_obj
 def optimize_command(obj, input_path, output_path, keep_post_bn, force, external_data, validate, provider, rtol, atol,
-                     seed, input_shapes, explain, json_path) -> None:
+                     seed, samples, input_files, input_shapes, explain, json_path) -> None:
     """Fold every block of IN into one Conv and write the result to OUT."""
-    if _same_file(input_path, output_path) and not force:
-        raise OutputPathError(f"{output_path}: OUT is the input file; choose another path or pass --force")
     out = _Output(obj["quiet"], json_path == "-")
-    try:
-        result = optimize_model(
-            input_path, keep_post_bn=keep_post_bn, validate=validate, provider=provider, rtol=rtol, atol=atol,
-            input_shapes=input_shapes, seed=seed,
-        )
-    except ValidationError as failed:  # the report says how far off each output was
-        if failed.report is not None:
-            _write_json(failed.report, json_path)
-        raise
+    if not validate and provider != "auto":
+        select_provider(provider)  # asked for by name: an unusable provider is an error even without --validate
+    allow = ("OUT", "IN") if force else None
+    planned = _planned(("OUT", output_path), ("--json", json_path))
+    check_outputs(planned, _inputs_of("IN", input_path), allow)
+    loaded = _load(input_path, "IN")
+    protected = _inputs_of("IN", input_path, loaded)
     if external_data:  # a location was given
         external = external_data
-    elif external_data == "" or result.report.input_external_data:
+    elif external_data == "" or loaded.external_data:
         external = True
     else:
         external = None  # one file, unless the model passes 2 GB
+    if external is not None:
+        location = external_data_location(planned[0], external)
+        planned.append(resolve_output(planned[0].target.parent / location, "the external data file", make_folders=True))
+    check_outputs(planned, protected, allow)
+    try:
+        result = optimize_loaded(
+            loaded, owned=True, keep_post_bn=keep_post_bn, validate=validate, provider=provider, rtol=rtol, atol=atol,
+            input_shapes=input_shapes, seed=seed, samples=samples, inputs=list(input_files) or None,
+        )
+    except ValidationError as failed:  # the report says how far off each output was
+        if failed.report is not None:
+            _write_json(failed.report.to_dict(), json_path)
+        raise
     with step(f"saving {output_path}"):
-        data_file = save_model(result.model, output_path, external_data=external, keep_model=False)
+        data_file = save_model(result.model, output_path, external_data=external, keep_model=False,
+                               protected=[p for p in protected if allow is None or p[0] != "IN"])
     if explain:
         out.lines(explain_lines(result.report))
     wrote = f"wrote {output_path}" + (f" (weights in {data_file.name})" if data_file else "")
-    out.lines(summary_lines(result.report, explained=explain) + [wrote])
-    _write_json(result.report, json_path)
+    out.lines(summary_lines(result.report, explained=explain) + _notes(planned) + [wrote])
+    _write_json(result.report.to_dict(), json_path)
 
 
 @cli.command("inspect")
@@ -156,11 +209,41 @@ def optimize_command(obj, input_path, output_path, keep_post_bn, force, external
 @_json_option
 @click.pass_obj
 def inspect_command(obj, model_path, keep_post_bn, input_shapes, json_path) -> None:
-    """Show what optimize would fold or refuse in MODEL; writes nothing."""
+    """Show what optimize would fold or refuse in MODEL; writes nothing but the --json report."""
     out = _Output(obj["quiet"], json_path == "-")
-    result = optimize_model(model_path, keep_post_bn=keep_post_bn, input_shapes=input_shapes)
-    out.lines(explain_lines(result.report) + summary_lines(result.report, explained=True))
-    _write_json(result.report, json_path)
+    planned = _planned(("--json", json_path))
+    check_outputs(planned, _inputs_of("MODEL", model_path))
+    loaded = _load(model_path, "MODEL")
+    check_outputs(planned, _inputs_of("MODEL", model_path, loaded))
+    result = optimize_loaded(loaded, owned=True, keep_post_bn=keep_post_bn, input_shapes=input_shapes)
+    out.lines(explain_lines(result.report) + summary_lines(result.report, explained=True) + _notes(planned))
+    _write_json(result.report.to_dict(), json_path)
+
+
+@cli.command("validate")
+@click.argument("original_path", metavar="ORIGINAL", type=click.Path(path_type=Path))
+@click.argument("candidate_path", metavar="CANDIDATE", type=click.Path(path_type=Path))
+@_checking_options
+@_json_option
+@click.pass_obj
+def validate_command(obj, original_path, candidate_path, provider, rtol, atol, seed, samples, input_files, input_shapes,
+                     json_path) -> None:
+    """Check that CANDIDATE computes what ORIGINAL computes (exit 0), or not (exit 4)."""
+    out = _Output(obj["quiet"], json_path == "-")
+    planned = _planned(("--json", json_path))
+    inputs = _inputs_of("ORIGINAL", original_path) + _inputs_of("CANDIDATE", candidate_path)
+    check_outputs(planned, inputs)
+    original, candidate = _load(original_path, "ORIGINAL"), _load(candidate_path, "CANDIDATE")
+    check_outputs(planned, _inputs_of("ORIGINAL", original_path, original) + _inputs_of("CANDIDATE", candidate_path, candidate))
+    with step("validating"):
+        result = validate_models(
+            original.model, candidate.model, provider=provider, seed=seed, samples=samples,
+            inputs=list(input_files) or None, rtol=rtol, atol=atol, input_shapes=input_shapes,
+        )
+    out.lines(validation_lines(result) + _notes(planned))
+    _write_json(validation_report(result), json_path)
+    if not result.passed:
+        raise ValidationError(result.summary())
 
 
 @cli.command("bench")
@@ -175,23 +258,17 @@ def inspect_command(obj, model_path, keep_post_bn, input_shapes, json_path) -> N
 def bench_command(obj, input_path, optimized_path, provider, runs, warmup, keep_post_bn, input_shapes) -> None:
     """Latency of IN against its optimized form (OUT, or IN optimized in memory)."""
     out = _Output(obj["quiet"], False)
+    choice = select_provider(provider)
     if optimized_path is None:
-        original = load_model(input_path)
-        optimized = optimize_model(original, keep_post_bn=keep_post_bn).model
+        original = _load(input_path, "IN").model
+        optimized = optimize_loaded(LoadedModel(original, (), 0), owned=False, keep_post_bn=keep_post_bn).model
     else:
         original, optimized = load_model(input_path), load_model(optimized_path)
-    choice = select_provider(provider)
+        check_same_inputs(original, optimized, ("IN", "OUT"))
     hidden = obj["quiet"] or not sys.stderr.isatty()
     with click.progressbar(length=runs, label="benchmarking", file=sys.stderr, hidden=hidden) as bar:
         before, after = compare([original, optimized], choice, warmup, runs, input_shapes, lambda: bar.update(1))
     out.lines(latency_lines(before, after, choice.note))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
 
 
 def main() -> None:
@@ -212,12 +289,15 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("qarep-onnx: interrupted; no output written", err=True)
         sys.exit(130)
+    except MemoryError:
+        click.echo("qarep-onnx: error: out of memory; the model or the validation inputs are too large for this machine", err=True)
+        sys.exit(1)
     except Exception as exc:  # a bug: still one line, with the way to see the traceback
         if os.environ.get("QAREP_ONNX_DEBUG"):
             raise
         click.echo(
-            f"qarep-onnx: internal error: {type(exc).__name__}: {exc} (set QAREP_ONNX_DEBUG=1 for the traceback "
-            "and please report it)",
+            f"qarep-onnx: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "(set QAREP_ONNX_DEBUG=1 for the traceback and please report it)",
             err=True,
         )
         sys.exit(70)

@@ -13,11 +13,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import InputModelError, OutputPathError
+from .paths import OutputPath, check_outputs, resolve_output
 
 PROTOBUF_LIMIT = 2**31 - 1
 # Tensors smaller than this stay inside the model file when weights go external.
@@ -27,8 +29,12 @@ EXTERNAL_THRESHOLD = 1024
 @dataclass(frozen=True)
 class LoadedModel:
     model: onnx.ModelProto
-    external_data: bool  # some weights came from external data files
+    data_files: tuple[Path, ...]  # external data files the weights came from
     size_bytes: int  # model file plus external data
+
+    @property
+    def external_data(self) -> bool:
+        return bool(self.data_files)
 
 
 def _tensors(model: onnx.ModelProto, initializers_only: bool = False):
@@ -53,8 +59,24 @@ def _external_info(tensor: onnx.TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in tensor.external_data}
 
 
-def _load_external_data(model: onnx.ModelProto, folder: Path, label: str) -> int:
-    """Read every external tensor into memory, refusing locations outside ``folder``."""
+def _external_int(info: dict[str, str], key: str, tensor: onnx.TensorProto, label: str) -> int | None:
+    value = info.get(key)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise InputModelError(f"{label}: tensor '{tensor.name}' has external data {key} {value!r}; it must be a whole number >= 0")
+    return number
+
+
+def _load_external_data(model: onnx.ModelProto, folder: Path, label: str) -> tuple[tuple[Path, ...], int]:
+    """Read every external tensor into memory, refusing locations outside ``folder``.
+
+    Returns the data files read and the number of bytes.
+    """
     total = 0
     handles: dict[Path, object] = {}
     root = folder.resolve()
@@ -64,6 +86,8 @@ def _load_external_data(model: onnx.ModelProto, folder: Path, label: str) -> int
                 continue
             info = _external_info(tensor)
             location = info.get("location", "")
+            if "\0" in location:
+                raise InputModelError(f"{label}: external data location of tensor '{tensor.name}' contains a NUL byte")
             path = (folder / location).resolve()
             if not location or Path(location).is_absolute() or root not in path.parents:
                 raise InputModelError(
@@ -74,27 +98,32 @@ def _load_external_data(model: onnx.ModelProto, folder: Path, label: str) -> int
                 raise InputModelError(
                     f"{label}: external data file '{location}' of tensor '{tensor.name}' is missing from {folder}"
                 )
+            offset = _external_int(info, "offset", tensor, label) or 0
+            length = _external_int(info, "length", tensor, label)
             if path not in handles:
                 handles[path] = open(path, "rb")
             f = handles[path]
-            offset, length = int(info.get("offset", 0)), info.get("length")
             f.seek(offset)
-            data = f.read() if length is None else f.read(int(length))
-            if length is not None and len(data) != int(length):
+            data = f.read() if length is None else f.read(length)
+            if length is not None and len(data) != length:
                 raise InputModelError(f"{label}: external data file '{location}' is shorter than tensor '{tensor.name}' needs")
             tensor.raw_data = data
             tensor.data_location = onnx.TensorProto.DEFAULT
             del tensor.external_data[:]
             total += len(data)
+    except OSError as exc:
+        raise InputModelError(f"{label}: cannot read its external data ({exc.strerror or exc})") from exc
     finally:
         for f in handles.values():
             f.close()
-    return total
+    return tuple(handles), total
 
 
 def read_model(path: str | os.PathLike) -> LoadedModel:
     """Load a model and its external data, or raise :class:`InputModelError` saying what is wrong."""
     p = Path(path)
+    if "\0" in str(p):
+        raise InputModelError(f"{str(p)!r}: a path cannot contain a NUL byte")
     if not p.exists():
         raise InputModelError(f"{p}: no such file")
     if p.is_dir():
@@ -110,8 +139,8 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
     except OSError as exc:
         raise InputModelError(f"{p}: cannot read the file ({exc.strerror or exc})") from exc
     check_is_model(model, str(p))
-    external = _load_external_data(model, p.parent, str(p))
-    return LoadedModel(model, external > 0, size + external)
+    data_files, external = _load_external_data(model, p.parent, str(p))
+    return LoadedModel(model, data_files, size + external)
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -271,6 +300,7 @@ def save_model(
     path: str | os.PathLike,
     external_data: bool | str | None = None,
     keep_model: bool = True,
+    protected: Sequence[tuple[str, Path]] = (),
 ) -> Path | None:
     """Write ``model`` to ``path`` atomically; returns the external data file written, if any.
 
@@ -278,25 +308,54 @@ def save_model(
     to ``<OUT name>.data`` beside OUT; a string names that file (relative to OUT's folder).  The
     model object is left as it was, unless ``keep_model=False``: a caller that drops the model after
     saving it lets weights moved to external data stay out of memory instead of being read back.
+    ``protected`` are (role, path) pairs no file written may replace (the input model and its data
+    files).  A symbolic link at ``path`` is written through: its target gets the model.
     """
-    p = Path(path)
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputPathError(f"{p}: the folder {folder} does not exist")
-    if p.is_dir():
-        raise OutputPathError(f"{p}: is a directory; give a file name for the output model")
+    out = resolve_output(path, "the output model")
+    p, folder = out.target, out.target.parent
+    check_outputs([out], list(protected))
     if external_data is None:
         try:
             return _write(model, p, folder, None, keep_model)
         except _TooLarge:
             external_data = True  # past protobuf's 2 GB limit: weights must go to a data file
-    location = f"{p.name}.data" if external_data is True else str(external_data)
-    if Path(location).is_absolute() or folder.resolve() not in (folder / location).resolve().parents:
-        raise OutputPathError(f"{location}: the external data file must be inside the output folder {folder}")
+    location = external_data_location(out, external_data)
+    data = resolve_output(folder / location, "the external data file", make_folders=True)
+    check_outputs([out, data], list(protected))
     try:
         return _write(model, p, folder, location, keep_model)
     except _TooLarge as exc:
         raise OutputPathError(f"{p}: the model is too large to write even with external data ({exc})") from exc
+
+
+def external_data_location(out: OutputPath, external_data: bool | str) -> str:
+    """The external data file's location (relative to the model's folder) for ``--external-data``."""
+    if out.note is not None:
+        raise OutputPathError(
+            f"{out.path} is a symbolic link, and external data is located relative to the path a model is read "
+            "from; give the real path of the output"
+        )
+    location = f"{out.target.name}.data" if external_data is True else str(external_data)
+    folder = out.target.parent
+    if not location or "\0" in location or Path(location).is_absolute() or folder.resolve() not in (folder / location).resolve().parents:
+        raise OutputPathError(f"{location!r}: the external data file must be a file inside the output folder {folder}")
+    return location
+
+
+def write_text(path: str | os.PathLike, text: str, role: str = "the report") -> None:
+    """Write ``text`` atomically (a temporary file renamed over the target; symbolic links followed)."""
+    target = resolve_output(path, role).target
+    fd, tmp = _temporary(target.parent, target.name, target)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot write {role} ({exc.strerror or exc})") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _write(model: onnx.ModelProto, p: Path, folder: Path, location: str | None, keep_model: bool) -> Path | None:

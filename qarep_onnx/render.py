@@ -5,9 +5,11 @@ Pure functions from data to lines; the CLI prints them.
 
 from __future__ import annotations
 
+import math
+
 from .bench import Latency
 from .report import Report
-from .validate import ValidationResult
+from .validation import ValidationResult
 
 SHOWN_OPS = ("Conv", "BatchNormalization", "Add", "Mul")
 
@@ -59,12 +61,37 @@ def explain_lines(report: Report) -> list[str]:
 
 
 def validation_lines(result: ValidationResult) -> list[str]:
-    verdict = "passed" if result.passed else "FAILED"
-    lines = [result.provider_note, f"validation {verdict} (rtol {result.rtol:g}, atol {result.atol:g})"]
+    verdict = {"passed": "passed", "failed": "FAILED", "inconclusive": "INCONCLUSIVE"}[result.status]
+    if result.tolerance == "calibrated":
+        rule = f"each output within {result.factor:g}x the original model's own float noise"
+    elif result.tolerance == "explicit":
+        rule = f"rtol {result.rtol:g}, atol {result.atol:g}"
+    else:
+        rule = f"fixed rtol {result.fixed_rtol:g}: the model's noise floor could not be measured"
+    if result.tolerance == "calibrated" and result.atol:
+        rule += f", plus atol {result.atol:g}"
+    sets = f"{len(result.samples)} input sets" if len(result.samples) != 1 else (result.samples[0] if result.samples else "")
+    lines = [result.provider_note, f"validation {verdict} ({rule}; {sets})"]
     for o in result.outputs:
+        if o.empty:
+            lines.append(f"  {o.name}: empty for every input set (proves nothing)")
+            continue
         mark = "ok" if o.passed else "MISMATCH"
-        lines.append(f"  {o.name}: max|a-b| {o.max_abs_error:.3g} (tolerance {o.tolerance:.3g}, relative {o.relative_error:.3g}) {mark}")
+        noise = ""
+        if o.noise_floor is not None:
+            noise = f"; {_multiple(o.noise_multiple)} the model's own float noise {o.noise_floor:.2g}"
+        lines.append(
+            f"  {o.name}: max|a-b| {o.max_abs_error:.3g} (relative {o.relative_error:.3g}{noise}; "
+            f"tolerance {o.tolerance:.3g}) {mark}"
+        )
+    lines += [f"  not proven: {reason}" for reason in result.unproven]
     return lines
+
+
+def _multiple(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "inf x"
+    return f"{x:.2g}x"
 
 
 def latency_lines(original: Latency, optimized: Latency, provider_note: str) -> list[str]:

@@ -10,13 +10,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import onnx
 
 if TYPE_CHECKING:
     from .stats import ModelStats
-    from .validate import ValidationResult
+    from .validation import ValidationResult
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -97,20 +98,45 @@ def _before_after(before, after, field_name: str) -> dict | None:
     return {"before": getattr(before, field_name), "after": getattr(after, field_name)}
 
 
+def _number(x: float | None) -> float | None:
+    """JSON has no infinity: a non-finite figure is written as null."""
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
 def _validation_dict(result) -> dict | None:
     if result is None:
         return None
     return {
+        "status": result.status,
         "passed": result.passed,
         "provider": result.provider,
-        "rtol": result.rtol,
+        "tolerance": result.tolerance,
+        "factor": result.factor,
+        "rtol": result.rtol if result.rtol is not None else result.fixed_rtol,
         "atol": result.atol,
+        "samples": list(result.samples),
+        "unproven": list(result.unproven),
         "outputs": [
-            {"name": o.name, "max_abs_error": o.max_abs_error, "max_abs_reference": o.max_abs_reference,
-             "tolerance": o.tolerance, "passed": o.passed}
+            {
+                "name": o.name,
+                "max_abs_error": _number(o.max_abs_error),
+                "relative_error": _number(o.relative_error),
+                "max_abs_reference": _number(o.max_abs_reference),
+                "noise_floor": _number(o.noise_floor),
+                "noise_multiple": _number(o.noise_multiple),
+                "tolerance": _number(o.tolerance),
+                "passed": o.passed,
+                "empty": o.empty,
+                "sample": o.sample,
+            }
             for o in result.outputs
         ],
     }
+
+
+def validation_report(result) -> dict:
+    """The JSON document of ``qarep-onnx validate``: a validation on its own."""
+    return {"schema_version": REPORT_SCHEMA_VERSION, "validation": _validation_dict(result)}
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:

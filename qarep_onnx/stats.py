@@ -4,8 +4,10 @@ FLOPs need tensor shapes, so shape inference runs once, before folding, on a lig
 graph: initializers are declared as typed inputs instead of carried, which keeps this cheap on
 large models.  Counted:
 Conv and Gemm/MatMul as 2 FLOPs per multiply-accumulate, BatchNormalization as 2 per element, and
-Add/Sub/Mul/Div/Sum as 1 per output element; other ops are left out.  Symbolic dimensions without
-a given shape make FLOPs unknown (``None``).
+Add/Sub/Mul/Div/Sum as 1 per output element; other ops are left out.  Calls of model-local
+functions are counted through an inlined copy.  The estimate is unknown (``None``) with symbolic
+dimensions and no given shape, and when If/Loop/Scan bodies hold Conv, Gemm or MatMul nodes (what
+they cost depends on the control flow).  Parameters are counted in every graph and function.
 """
 
 from __future__ import annotations
@@ -16,23 +18,60 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
+from .graph import node_subgraphs
+
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Sum"}
+_MATRIX_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 @dataclass(frozen=True)
 class ModelStats:
-    parameters: int  # float elements in initializers and Constant nodes
+    parameters: int  # elements in initializers and Constant nodes, every graph and function included
     flops: int | None
 
 
+def _graphs(model: onnx.ModelProto):
+    """Every graph of the model (subgraphs included), and function bodies as node lists."""
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        yield graph.initializer, graph.node
+        for node in graph.node:
+            stack.extend(node_subgraphs(node))
+    for function in model.functions:
+        yield (), function.node
+
+
 def parameter_count(model: onnx.ModelProto) -> int:
-    total = sum(math.prod(t.dims) for t in model.graph.initializer)
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    total += math.prod(attr.t.dims)
+    total = 0
+    for initializers, nodes in _graphs(model):
+        total += sum(math.prod(t.dims) for t in initializers)
+        for node in nodes:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                        total += math.prod(attr.t.dims)
     return total
+
+
+def _control_flow_has_matrix_ops(model: onnx.ModelProto) -> bool:
+    stack = [g for node in model.graph.node for g in node_subgraphs(node)]
+    stack += [g for f in model.functions for node in f.node for g in node_subgraphs(node)]
+    while stack:
+        graph = stack.pop()
+        for node in graph.node:
+            if node.op_type in _MATRIX_OPS:
+                return True
+            stack.extend(node_subgraphs(node))
+    return False
+
+
+def _inlined(model: onnx.ModelProto) -> onnx.ModelProto:
+    if not model.functions:
+        return model
+    import onnx.inliner
+
+    return onnx.inliner.inline_local_functions(model)
 
 
 def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None) -> onnx.ModelProto:
@@ -81,16 +120,22 @@ def flop_estimate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | N
     total = 0
     for node in model.graph.node:
         out = shapes.get(node.output[0]) if node.output else None
-        if node.op_type == "Conv":
+        if node.op_type in _MATRIX_OPS and len(node.input) < 2:
+            return None  # not a valid node: the fold says why
+        if node.op_type in ("Conv", "ConvTranspose"):
             weight = weights.get(node.input[1]) or shapes.get(node.input[1])
-            if out is None or weight is None:
+            x = shapes.get(node.input[0])
+            if out is None or weight is None or x is None:
                 return None
-            total += 2 * math.prod(out) * math.prod(weight[1:])
+            # Conv: each output element reads C/g * k taps; ConvTranspose: each input element writes M/g * k.
+            reads = math.prod(weight[1:]) * math.prod(out) if node.op_type == "Conv" else math.prod(weight[1:]) * math.prod(x)
+            total += 2 * reads
         elif node.op_type in ("Gemm", "MatMul"):
             a = shapes.get(node.input[0])
             if out is None or a is None:
                 return None
-            total += 2 * math.prod(out) * a[-1]
+            transposed = node.op_type == "Gemm" and any(t.name == "transA" and t.i for t in node.attribute)
+            total += 2 * math.prod(out) * (a[0] if transposed else a[-1])
         elif node.op_type == "BatchNormalization" and out is not None:
             total += 2 * math.prod(out)
         elif node.op_type in _ELEMENTWISE and out is not None:
@@ -98,5 +143,17 @@ def flop_estimate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | N
     return total
 
 
-def model_stats(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) -> ModelStats:
-    return ModelStats(parameter_count(model), flop_estimate(model, shapes))
+def model_stats(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None,
+                input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelStats:
+    """Parameters and FLOPs; ``shapes`` from :func:`tensor_shapes` of this model or of the one it was folded from."""
+    if _control_flow_has_matrix_ops(model):
+        flops = None
+    elif model.functions:  # function bodies are counted through an inlined copy, with shapes of its own
+        try:
+            inlined = _inlined(model)
+        except Exception:  # the inliner rejects some valid models: then there is no estimate
+            inlined = None
+        flops = flop_estimate(inlined, tensor_shapes(inlined, input_shapes)) if inlined is not None else None
+    else:
+        flops = flop_estimate(model, shapes)
+    return ModelStats(parameter_count(model), flops)

@@ -8,7 +8,7 @@ from onnx import helper, numpy_helper
 
 import qarep_onnx
 from qarep_onnx.providers import ProviderError, probe, select_provider
-from qarep_onnx.validate import make_inputs
+from qarep_onnx.inputs import random_input_sets
 
 
 def _folded():
@@ -55,13 +55,13 @@ def _symbolic_model():
 
 def test_symbolic_dimensions_need_a_shape_and_the_error_names_them():
     model = _symbolic_model()
-    with pytest.raises(qarep_onnx.InputModelError, match=r"'images'.*\['batch', 'h', 'w'\].*--input-shape"):
-        make_inputs(model)
+    with pytest.raises(qarep_onnx.UsageError, match=r"'images'.*\['batch', 'h', 'w'\].*--input-shape"):
+        random_input_sets(model)
 
 
 def test_several_inputs_of_several_types_and_outputs_validate():
     model = _symbolic_model()
-    feeds = make_inputs(model, input_shapes={"images": (1, 8, 6, 6)})
+    feeds = random_input_sets(model, input_shapes={"images": (1, 8, 6, 6)})[0].feeds
     assert feeds["index"].dtype == np.int64 and set(np.unique(feeds["index"])) <= {0, 1}
     assert feeds["flag"].dtype == np.bool_
     result = qarep_onnx.optimize(model, validate=True, provider="cpu", input_shapes={"images": (1, 8, 6, 6)})
@@ -87,7 +87,7 @@ def test_real_probe_answers_in_one_line():
 
 
 def test_non_finite_outputs_compare_sensibly():
-    from qarep_onnx.validate import _max_error
+    from qarep_onnx.validation import _max_error
 
     a = np.array([1.0, np.inf, np.nan, -np.inf])
     assert _max_error(a, a.copy()) == (0.0, 1.0)

@@ -1,0 +1,107 @@
+"""The library's main call: fold a model, measure it, and optionally prove it on onnxruntime."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import NamedTuple, Sequence
+
+import onnx
+
+from .errors import InputModelError, ValidationError
+from .inputs import InputSet
+from .io import LoadedModel, check_is_model, read_model
+from .passes import fold_model
+from .progress import step
+from .providers import select_provider
+from .report import Report
+from .stats import model_stats, tensor_shapes
+from .validation import validate as validate_models
+
+log = logging.getLogger("qarep_onnx")
+
+
+class OptimizeResult(NamedTuple):
+    model: onnx.ModelProto
+    report: Report
+
+
+def optimize(
+    model: onnx.ModelProto | str | os.PathLike,
+    *,
+    keep_post_bn: bool = False,
+    validate: bool = False,
+    provider: str = "auto",
+    rtol: float | None = None,
+    atol: float = 0.0,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    samples: int = 1,
+    inputs: Sequence[str | os.PathLike | InputSet] | None = None,
+) -> OptimizeResult:
+    """Fold every re-parameterizable block of ``model`` into one Conv.
+
+    ``model`` is a ModelProto (left untouched: a copy is optimized) or a path.  With
+    ``keep_post_bn`` the BatchNorm after a block's sum stays a separate node (partial fusion).
+    With ``validate`` both models run on onnxruntime (``provider``: auto, cpu, cuda, tensorrt) on
+    ``inputs`` (files or input sets) or ``samples`` seeded random sets, and a verdict other than a
+    pass raises :class:`ValidationError`: a difference beyond the tolerance calibrated to the
+    model's own float noise (or ``atol + rtol * max(1, max|a|)`` when ``rtol`` is given), or inputs
+    that never reached the folds.  ``input_shapes`` fixes symbolic input dimensions.
+    Returns the optimized model and a :class:`Report` of folds, refusals, op counts and sizes.
+    """
+    if isinstance(model, onnx.ModelProto):
+        check_is_model(model, "model")
+        loaded, owned = LoadedModel(model, (), 0), False
+    elif isinstance(model, (str, os.PathLike)):
+        with step(f"loading {model}"):
+            loaded, owned = read_model(model), True
+    else:
+        raise InputModelError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
+    return optimize_loaded(
+        loaded, owned=owned, keep_post_bn=keep_post_bn, validate=validate, provider=provider, rtol=rtol, atol=atol,
+        input_shapes=input_shapes, seed=seed, samples=samples, inputs=inputs,
+    )
+
+
+def optimize_loaded(
+    loaded: LoadedModel,
+    *,
+    owned: bool,
+    keep_post_bn: bool = False,
+    validate: bool = False,
+    provider: str = "auto",
+    rtol: float | None = None,
+    atol: float = 0.0,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    samples: int = 1,
+    inputs: Sequence[str | os.PathLike | InputSet] | None = None,
+) -> OptimizeResult:
+    """:func:`optimize` on a model already read; ``owned``: nobody else holds it, so it may be folded in place."""
+    if validate:
+        select_provider(provider)  # an unusable provider fails now, not after the fold (the probe is cached)
+    original = loaded.model
+    shapes = tensor_shapes(original, input_shapes)
+    stats_before = model_stats(original, shapes, input_shapes)
+    if validate or not owned:
+        working = onnx.ModelProto()
+        working.CopyFrom(original)
+    else:
+        working = original  # loaded here and needed by nobody else: fold it in place
+    with step("folding"):
+        report = fold_model(working, keep_post_bn=keep_post_bn)
+    log.info("folded %d blocks (%d regions), %d refusals", report.blocks_folded, report.regions_folded, len(report.refusals))
+    report.stats_before = stats_before
+    report.input_external_data = loaded.external_data
+    report.stats_after = model_stats(working, shapes, input_shapes)
+    if validate:
+        with step("validating"):
+            result = validate_models(
+                original, working, provider=provider, seed=seed, samples=samples, inputs=inputs, rtol=rtol, atol=atol,
+                input_shapes=input_shapes, folds=report.folds,
+            )
+        report.validation = result
+        if not result.passed:
+            raise ValidationError(result.summary(), report)
+    return OptimizeResult(working, report)

@@ -1,0 +1,214 @@
+"""Inputs for running a model: seeded random sets, or the user's own arrays from ``.npz``/``.npy`` files.
+
+Random sets take turns over three value ranges, so that several samples exercise a network the way
+different data would: standard normal noise, images scaled to [0, 1), and images in [0, 255).
+Integer inputs get 0 or 1 (valid as indices and flags), except scalar integers (counts, trip
+counts), which get 1, 2, 3, ... by sample.  A file must match the model's inputs by name, dtype,
+rank and static dimensions; anything else is a :class:`~qarep_onnx.errors.UsageError` that says
+what to change.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import UsageError
+
+# Random value ranges, used in turn by sample: (name, low, high); None, None is standard normal.
+RANGES = (("normal", None, None), ("[0, 1)", 0.0, 1.0), ("[0, 255)", 0.0, 255.0))
+# One generated input may not take more memory than this: a mistyped --input-shape should fail in
+# one line, not exhaust the machine.
+MAX_INPUT_BYTES = 4 * 2**30
+
+
+@dataclass(frozen=True)
+class InputSet:
+    feeds: dict[str, np.ndarray]
+    description: str  # for reports: "random normal (seed 0)", "file images.npz"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects for one input."""
+
+    name: str
+    dtype: np.dtype
+    dims: tuple[int | str | None, ...]  # an int, a symbolic name, or None (unknown)
+
+
+def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The inputs a caller must feed (graph inputs that are not initializers), as specs."""
+    initializers = {t.name for t in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise UsageError(f"input '{value.name}' is a {kind or 'value of unknown type'}; only tensor inputs can be fed")
+        tt = value.type.tensor_type
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except (KeyError, TypeError, ValueError):
+            dtype = None
+        if dtype is None or dtype.kind not in "fiub":
+            name = onnx.TensorProto.DataType.Name(tt.elem_type) if tt.elem_type in onnx.TensorProto.DataType.values() else tt.elem_type
+            raise UsageError(f"input '{value.name}' has element type {name}, which cannot be generated or fed here")
+        if not tt.HasField("shape"):
+            dims = None
+        else:
+            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+        specs.append(InputSpec(value.name, dtype, dims))
+    return specs
+
+
+def resolve_shapes(specs: list[InputSpec], given: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes for every input: the declared static ones, completed or checked by ``given``."""
+    given = dict(given or {})
+    names = {s.name for s in specs}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise UsageError(f"--input-shape names '{unknown[0]}', which is not an input of the model (inputs: {', '.join(sorted(names)) or 'none'})")
+    shapes = {}
+    for spec in specs:
+        shape = given.get(spec.name)
+        if spec.dims is None:
+            if shape is None:
+                raise UsageError(f"input '{spec.name}' declares no shape; give it, e.g. --input-shape {spec.name}:1x3x224x224")
+        elif shape is not None:
+            if len(shape) != len(spec.dims):
+                raise UsageError(
+                    f"--input-shape {spec.name}:{'x'.join(map(str, shape))} has rank {len(shape)}, but the model's input "
+                    f"'{spec.name}' has rank {len(spec.dims)} ({_dims_text(spec.dims)})"
+                )
+            clash = [(a, d) for a, (d, s) in enumerate(zip(spec.dims, shape)) if isinstance(d, int) and d != s]
+            if clash:
+                axis, dim = clash[0]
+                raise UsageError(
+                    f"--input-shape {spec.name}:{'x'.join(map(str, shape))} contradicts the model, whose input "
+                    f"'{spec.name}' has {dim} on axis {axis} ({_dims_text(spec.dims)})"
+                )
+        else:
+            missing = [d if isinstance(d, str) else "?" for d in spec.dims if not isinstance(d, int)]
+            if missing:
+                raise UsageError(
+                    f"input '{spec.name}' has symbolic dimensions {missing}; "
+                    f"give its shape, e.g. --input-shape {spec.name}:{_example(spec.dims)}"
+                )
+            shape = tuple(spec.dims)
+        size = math.prod(shape) * spec.dtype.itemsize
+        if size > MAX_INPUT_BYTES:
+            raise UsageError(
+                f"input '{spec.name}' of shape {'x'.join(map(str, shape))} would take {size / 2**30:.1f} GiB; "
+                "give a smaller --input-shape"
+            )
+        shapes[spec.name] = tuple(shape)
+    return shapes
+
+
+def _dims_text(dims) -> str:
+    return "x".join(str(d) if d is not None else "?" for d in dims)
+
+
+def _example(dims) -> str:
+    return "x".join(str(d) if isinstance(d, int) else "1" for d in dims)
+
+
+def random_input_sets(
+    model: onnx.ModelProto, samples: int = 1, seed: int = 0, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> list[InputSet]:
+    """``samples`` seeded input sets, taking turns over the value ranges of :data:`RANGES`."""
+    specs = model_inputs(model)
+    shapes = resolve_shapes(specs, input_shapes)
+    sets = []
+    for k in range(samples):
+        rng = np.random.default_rng([seed, k])
+        kind, low, high = RANGES[k % len(RANGES)]
+        feeds = {}
+        try:
+            for spec in specs:
+                shape = shapes[spec.name]
+                if spec.dtype.kind == "f":
+                    values = rng.standard_normal(shape) if low is None else rng.uniform(low, high, shape)
+                elif spec.dtype.kind == "b":
+                    values = rng.integers(0, 2, shape)
+                elif not shape:
+                    values = np.array(1 + k)
+                else:
+                    values = rng.integers(0, 2, shape)
+                feeds[spec.name] = np.asarray(values).astype(spec.dtype)
+        except MemoryError as exc:
+            raise UsageError("the validation inputs do not fit in memory; give smaller --input-shape values") from exc
+        sets.append(InputSet(feeds, f"random {kind} (seed {seed}, sample {k + 1})"))
+    return sets
+
+
+def load_input_sets(model: onnx.ModelProto, paths: list[str | os.PathLike]) -> list[InputSet]:
+    """One input set per file: ``.npz`` keyed by input name, or ``.npy`` for a one-input model."""
+    specs = model_inputs(model)
+    return [_load_one(Path(p), specs) for p in paths]
+
+
+def _load_one(path: Path, specs: list[InputSpec]) -> InputSet:
+    if not path.is_file():
+        raise UsageError(f"--inputs {path}: no such file")
+    try:
+        if path.suffix == ".npy":
+            if len(specs) != 1:
+                names = ", ".join(s.name for s in specs)
+                raise UsageError(f"--inputs {path}: a .npy file feeds a one-input model; this one has {len(specs)} ({names}): use .npz keyed by name")
+            feeds = {specs[0].name: np.load(path, allow_pickle=False)}
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                feeds = {name: archive[name] for name in archive.files}
+        else:
+            raise UsageError(f"--inputs {path}: expected a .npz (arrays keyed by input name) or .npy file")
+    except UsageError:
+        raise
+    except Exception as exc:  # numpy raises ValueError, OSError, zipfile errors, pickle refusals
+        raise UsageError(f"--inputs {path}: cannot read it as a numpy file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+    expected = {s.name: s for s in specs}
+    extra = sorted(set(feeds) - set(expected))
+    if extra:
+        raise UsageError(f"--inputs {path}: '{extra[0]}' is not an input of the model (inputs: {', '.join(expected)})")
+    missing = sorted(set(expected) - set(feeds))
+    if missing:
+        raise UsageError(f"--inputs {path}: input '{missing[0]}' is missing (the model's inputs: {', '.join(expected)})")
+    for name, array in feeds.items():
+        spec = expected[name]
+        if array.dtype != spec.dtype:
+            raise UsageError(f"--inputs {path}: '{name}' is {array.dtype}, the model's input is {spec.dtype}; save it as {spec.dtype}")
+        if spec.dims is not None:
+            if array.ndim != len(spec.dims):
+                raise UsageError(
+                    f"--inputs {path}: '{name}' has shape {list(array.shape)} (rank {array.ndim}); the model's input has "
+                    f"rank {len(spec.dims)} ({_dims_text(spec.dims)})"
+                )
+            clash = [a for a, d in enumerate(spec.dims) if isinstance(d, int) and d != array.shape[a]]
+            if clash:
+                raise UsageError(
+                    f"--inputs {path}: '{name}' has shape {list(array.shape)}; the model's input is {_dims_text(spec.dims)}"
+                )
+    return InputSet(feeds, f"file {path.name}")
+
+
+def check_same_inputs(a: onnx.ModelProto, b: onnx.ModelProto, labels: tuple[str, str]) -> None:
+    """Two models that are compared or timed on the same feeds must take the same inputs."""
+    sa, sb = {s.name: s for s in model_inputs(a)}, {s.name: s for s in model_inputs(b)}
+    if sa.keys() != sb.keys():
+        raise UsageError(f"{labels[0]} takes inputs {sorted(sa)} and {labels[1]} takes {sorted(sb)}; they must be the same")
+    for name, x in sa.items():
+        y = sb[name]
+        if x.dtype != y.dtype:
+            raise UsageError(f"input '{name}' is {x.dtype} in {labels[0]} and {y.dtype} in {labels[1]}")
+        if x.dims is not None and y.dims is not None:
+            if len(x.dims) != len(y.dims) or any(isinstance(p, int) and isinstance(q, int) and p != q for p, q in zip(x.dims, y.dims)):
+                raise UsageError(
+                    f"input '{name}' is {_dims_text(x.dims)} in {labels[0]} and {_dims_text(y.dims)} in {labels[1]}"
+                )
