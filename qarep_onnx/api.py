@@ -99,7 +99,7 @@ def optimize_loaded(
         with step("validating"):
             result = validate_models(
                 original, working, provider=provider, seed=seed, samples=samples, inputs=inputs, rtol=rtol, atol=atol,
-                input_shapes=input_shapes, folds=report.folds,
+                input_shapes=input_shapes, folds=report.folds, candidate_label="the folded model",
             )
         report.validation = result
         if not result.passed:

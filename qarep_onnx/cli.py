@@ -188,8 +188,9 @@ def optimize_command(obj, input_path, output_path, keep_post_bn, force, external
             loaded, owned=True, keep_post_bn=keep_post_bn, validate=validate, provider=provider, rtol=rtol, atol=atol,
             input_shapes=input_shapes, seed=seed, samples=samples, inputs=list(input_files) or None,
         )
-    except ValidationError as failed:  # the report says how far off each output was
+    except ValidationError as failed:  # the report says how far off each output was; OUT is not written
         if failed.report is not None:
+            out.lines(validation_lines(failed.report.validation))
             _write_json(failed.report.to_dict(), json_path)
         raise
     with step(f"saving {output_path}"):
@@ -271,12 +272,29 @@ def bench_command(obj, input_path, optimized_path, provider, runs, warmup, keep_
     out.lines(latency_lines(before, after, choice.note))
 
 
-def main() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("qarep_onnx").addHandler(handler)
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever sys.stderr is when they are written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the command line on ``args`` (default: sys.argv) and exit with its code."""
+    logger = logging.getLogger("qarep_onnx")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
     try:
-        cli.main(standalone_mode=False, prog_name="qarep-onnx")
+        cli.main(args, standalone_mode=False, prog_name="qarep-onnx")
     except QarepError as exc:
         click.echo(f"qarep-onnx: error: {exc}", err=True)
         sys.exit(exc.exit_code)

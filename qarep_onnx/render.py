@@ -74,7 +74,7 @@ def validation_lines(result: ValidationResult) -> list[str]:
     lines = [result.provider_note, f"validation {verdict} ({rule}; {sets})"]
     for o in result.outputs:
         if o.empty:
-            lines.append(f"  {o.name}: empty for every input set (proves nothing)")
+            lines.append(f"  {o.name}: empty (no elements to compare)")
             continue
         mark = "ok" if o.passed else "MISMATCH"
         noise = ""
@@ -84,6 +84,7 @@ def validation_lines(result: ValidationResult) -> list[str]:
             f"  {o.name}: max|a-b| {o.max_abs_error:.3g} (relative {o.relative_error:.3g}{noise}; "
             f"tolerance {o.tolerance:.3g}) {mark}"
         )
+    lines += [f"  note: {note}" for note in result.notes]
     lines += [f"  not proven: {reason}" for reason in result.unproven]
     return lines
 

@@ -116,6 +116,7 @@ def _validation_dict(result) -> dict | None:
         "atol": result.atol,
         "samples": list(result.samples),
         "unproven": list(result.unproven),
+        "notes": list(result.notes),
         "outputs": [
             {
                 "name": o.name,

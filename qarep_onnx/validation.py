@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import QarepError, UsageError
+from .errors import InputModelError, QarepError, UsageError
 from .graph import node_subgraphs
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
 from .providers import ProviderChoice, select_provider, session
@@ -86,6 +86,7 @@ class ValidationResult:
     samples: tuple[str, ...] = ()  # the input sets, described
     unproven: tuple[str, ...] = ()  # what the inputs did not exercise, in words
     fixed_rtol: float | None = None  # the rtol used when the tolerance is "fixed"
+    notes: tuple[str, ...] = ()  # what people should know that does not change the verdict
 
     @property
     def passed(self) -> bool:
@@ -252,11 +253,20 @@ def run(
     return dict(zip(names, _run(s, names, feeds)))
 
 
-def _run(s, names: list[str], feeds: dict[str, np.ndarray]) -> list:
+def _run(s, names: list[str], feeds: dict[str, np.ndarray], label: str = "the model", error=QarepError) -> list:
     try:
         return s.run(names, feeds)
     except Exception as exc:  # onnxruntime raises its own types
-        raise QarepError(f"onnxruntime failed to run the model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(f"onnxruntime failed to run {label}: {detail}") from exc
+
+
+def _labelled_session(model, choice, label: str, error):
+    """A session without graph optimizations; a model onnxruntime rejects is named in the error."""
+    try:
+        return session(model, choice, optimize_graph=False)
+    except QarepError as exc:
+        raise error(str(exc).replace("the model", label, 1)) from exc
 
 
 def _as_array(value) -> np.ndarray | None:
@@ -286,6 +296,7 @@ def validate(
     atol: float = 0.0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     folds: Sequence = (),
+    candidate_label: str = "the candidate",
 ) -> ValidationResult:
     """Compare every output of ``candidate`` against ``original`` (models or paths).
 
@@ -324,8 +335,10 @@ def validate(
         input_sets = [_widened(s) for s in input_sets]
     session_type = onnx.TensorProto.FLOAT if widen else float_type
 
-    reference = session(original, choice, optimize_graph=False)
-    tested = session(candidate, choice, optimize_graph=False)
+    # A model onnxruntime cannot run is bad input; so is our own output, but that one is our bug.
+    candidate_error = QarepError if candidate_label == "the folded model" else InputModelError
+    reference = _labelled_session(original, choice, "the original model", InputModelError)
+    tested = _labelled_session(candidate, choice, candidate_label, candidate_error)
     floors = []
     if calibrate:
         floors.append(_optional_session(original, choice, optimize_graph=True))
@@ -340,8 +353,8 @@ def validate(
     mode = "explicit" if not calibrate else ("calibrated" if floors else "fixed")
     fixed_rtol = DEFAULT_RTOL.get(float_type, 1e-5)
     for input_set in input_sets:
-        expected = dict(zip(names, _run(reference, names, input_set.feeds)))
-        actual = dict(zip(names, _run(tested, names, input_set.feeds)))
+        expected = dict(zip(names, _run(reference, names, input_set.feeds, "the original model", InputModelError)))
+        actual = dict(zip(names, _run(tested, names, input_set.feeds, candidate_label, candidate_error)))
         noise = _noise_runs(floors, names, input_set.feeds)
         candidate_outputs.append(actual)
         for name in names:
@@ -350,15 +363,16 @@ def validate(
             if name not in worst or _badness(comparison) > _badness(worst[name]):
                 worst[name] = comparison  # the worst set; an empty output only when it is empty everywhere
     outputs = tuple(worst[n] for n in names)
-    for o in outputs:
-        if o.empty:
-            unproven.append(f"output '{o.name}' is empty for every input set")
+    empty = [o.name for o in outputs if o.empty]
+    notes = [f"output '{name}' is empty for every input set: it proves nothing" for name in empty]
+    if empty and len(empty) == len(outputs):
+        unproven.append("every output is empty for these inputs")
     if folds and all(o.passed for o in outputs):
         tolerances = {o.name: o.tolerance for o in outputs}
         unproven += _unreached_folds(candidate, folds, choice, input_sets, candidate_outputs, tolerances)
     return ValidationResult(
         outputs, choice.name, choice.note, rtol, atol, mode, FACTOR,
-        tuple(s.description for s in input_sets), tuple(unproven), fixed_rtol if mode == "fixed" else None,
+        tuple(s.description for s in input_sets), tuple(unproven), fixed_rtol if mode == "fixed" else None, tuple(notes),
     )
 
 

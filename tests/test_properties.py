@@ -532,3 +532,92 @@ def test_mutated_block_folds_correctly_or_not_at_all(case, data):
 def test_mutated_fixture_folds_correctly_or_not_at_all(file, data):
     note(f"fixture {file}")
     _check_mutant(onnx.ModelProto.FromString(_fixture_bytes(file)), data)
+
+
+# -- 3. the whole command line on mutated fixtures -------------------------------------------------------
+
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import tempfile  # noqa: E402
+
+from qarep_onnx.cli import main as cli_main  # noqa: E402
+
+DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5}
+
+
+def mutate_malformed(model, data) -> str:
+    """Break one node the way the outside audit did (group 0, pads as an int, a short weight, ...)."""
+    from test_malformed import MALFORMED
+
+    name = data.draw(st.sampled_from(sorted(MALFORMED)), label="malformed")
+    try:
+        MALFORMED[name](model)
+    except (StopIteration, KeyError, IndexError):
+        assume(False)  # the fixture has no node of that kind in that form
+    return f"malformed: {name}"
+
+
+def _run_cli(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli_main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _checker_passes(model: onnx.ModelProto) -> bool:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not SMALL_FIXTURES, reason="no bundled fixtures")
+@scaled(0.3)
+@given(st.sampled_from(SMALL_FIXTURES or ["-"]), st.data())
+def test_the_command_line_on_mutated_fixtures(file, data):
+    """Exit code documented, one line on error, no file but the outputs touched, a valid output for a
+    valid input, and a second run that changes nothing."""
+    note(f"fixture {file}")
+    mutant = onnx.ModelProto.FromString(_fixture_bytes(file))
+    for _ in range(data.draw(st.integers(1, 2), label="mutations")):
+        note(data.draw(st.sampled_from(MUTATIONS + [mutate_malformed]), label="mutation")(mutant, data))
+    options = []
+    if data.draw(st.booleans(), label="keep_post_bn"):
+        options.append("--keep-post-bn")
+    validate = data.draw(st.booleans(), label="validate")
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        source, out, report = folder / "in.onnx", folder / "out.onnx", folder / "report.json"
+        source.write_bytes(mutant.SerializeToString())
+        if data.draw(st.booleans(), label="json"):
+            options += ["--json", report]
+        before = _files(folder)
+        extra = ["--validate", "--provider", "cpu"] if validate else []
+        code, stdout, stderr = _run_cli(["optimize", *options, *extra, source, out])
+        event(f"exit {code}")
+        assert code in DOCUMENTED_EXIT_CODES, stderr
+        assert source.read_bytes() == before["in.onnx"]
+        after = _files(folder)
+        if code != 0:
+            lines = stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("qarep-onnx: error:"), stderr
+            written = set(after) - set(before)
+            assert written <= ({"report.json"} if code == 4 else set()), written
+            return
+        assert set(after) - set(before) <= {"out.onnx", "report.json"}
+        optimized = onnx.load(out)
+        if _checker_passes(mutant):
+            assert _checker_passes(optimized), "the output fails the checker although the input passed"
+        code2, _, stderr2 = _run_cli(["optimize", *[o for o in options if o != "--json" and o != report],
+                                      out, folder / "again.onnx"])
+        assert code2 == 0, stderr2
+        assert (folder / "again.onnx").read_bytes() == out.read_bytes(), "a second run changed the model"

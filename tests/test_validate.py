@@ -94,3 +94,204 @@ def test_non_finite_outputs_compare_sensibly():
     assert _max_error(a, np.array([1.0, np.inf, 0.0, -np.inf]))[0] == np.inf
     assert _max_error(a, np.array([1.5, np.inf, np.nan, np.inf]))[0] == np.inf
     assert _max_error(np.array([1.0, 2.0]), np.array([1.0, 2.5])) == (0.5, 2.0)
+
+
+# -- a verdict that scales with the network -----------------------------------------------------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from breakage import BREAKAGES, drop_branch  # noqa: E402
+from test_cli import cli  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "models"
+SHALLOW = "qarep_detector__torchscript"
+DEEP = "yolonas_deep__torchscript"
+
+
+def _fixture(name):
+    model = onnx.load(FIXTURES / f"{name}.onnx")
+    optimized, report = qarep_onnx.optimize(model)
+    return model, optimized, report
+
+
+@pytest.mark.parametrize("name", [SHALLOW, DEEP, "yolonas_deep__dynamo"])
+def test_a_correct_fold_passes_with_the_defaults_and_reports_its_noise(name):
+    model, optimized, _ = _fixture(name)
+    result = qarep_onnx.validate(model, optimized, provider="cpu", samples=3)
+    assert result.passed and result.tolerance == "calibrated" and len(result.samples) == 3
+    for o in result.outputs:
+        assert o.noise_floor > 0 and o.noise_multiple < result.factor / 2
+        assert o.relative_error == pytest.approx(o.max_abs_error / max(1, o.max_abs_reference))
+
+
+def test_the_deep_fixture_is_beyond_a_fixed_1e5_and_its_own_native_export_validates():
+    model, optimized, _ = _fixture(DEEP)
+    native = onnx.load(FIXTURES / f"{DEEP}__native.onnx")
+    fixed = qarep_onnx.validate(model, native, provider="cpu", rtol=1e-5)
+    assert not fixed.passed  # what a fixed tolerance would say about PyTorch's own fuse
+    assert qarep_onnx.validate(model, native, provider="cpu").passed
+    assert not qarep_onnx.validate(model, optimized, provider="cpu", rtol=1e-6).passed
+
+
+@pytest.mark.parametrize("name", [SHALLOW, DEEP])
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES) + ["a branch dropped"])
+def test_a_broken_fold_fails(name, breakage):
+    model, optimized, report = _fixture(name)
+    broken = drop_branch(model, report) if breakage == "a branch dropped" else BREAKAGES[breakage](optimized, report)
+    result = qarep_onnx.validate(model, broken, provider="cpu")
+    assert result.status == "failed"
+    assert result.worst.noise_multiple > 4 * result.factor  # far from the border, not a lucky call
+
+
+def test_validate_command_accepts_the_native_export_and_rejects_a_broken_fold(tmp_path):
+    model, optimized, report = _fixture(DEEP)
+    broken = tmp_path / "broken.onnx"
+    onnx.save(BREAKAGES["one channel x1.01"](optimized, report), broken)
+    report_path = tmp_path / "v.json"
+    ok = cli("validate", "--provider", "cpu", "--samples", "2", "--json", report_path,
+             FIXTURES / f"{DEEP}.onnx", FIXTURES / f"{DEEP}__native.onnx")
+    assert ok.returncode == 0, ok.stderr
+    assert "validation passed" in ok.stdout and "the model's own float noise" in ok.stdout
+    document = json.loads(report_path.read_text())
+    assert document["schema_version"] == 2 and document["validation"]["status"] == "passed"
+    assert len(document["validation"]["samples"]) == 2
+    failed = cli("validate", "--provider", "cpu", FIXTURES / f"{DEEP}.onnx", broken)
+    assert failed.returncode == 4 and "validation FAILED" in failed.stdout
+    assert len(failed.stderr.strip().splitlines()) == 1 and "differs by" in failed.stderr
+    api = qarep_onnx.validate(FIXTURES / f"{DEEP}.onnx", broken, provider="cpu")
+    assert api.status == "failed" and api.worst.name in failed.stderr
+
+
+def test_validate_command_needs_models_with_the_same_inputs_and_outputs(tmp_path):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(qarep_model(BlockSpec()), a)
+    other = qarep_model(BlockSpec())
+    other.graph.output[0].name = "renamed"
+    other.graph.node[-1].output[0] = "renamed"
+    onnx.save(other, b)
+    result = cli("validate", "--provider", "cpu", a, b)
+    assert result.returncode == 2 and "no output" in result.stderr
+
+
+# -- inputs that look like data -------------------------------------------------------------------------
+
+
+def test_samples_take_turns_over_value_ranges():
+    sets = random_input_sets(qarep_model(BlockSpec()), samples=3, seed=4)
+    x = [s.feeds["x"] for s in sets]
+    assert x[0].min() < 0 and 0 <= x[1].min() and x[1].max() < 1 and x[2].max() > 10
+    assert [s.description.split(" (")[0] for s in sets] == ["random normal", "random [0, 1)", "random [0, 255)"]
+    again = random_input_sets(qarep_model(BlockSpec()), samples=3, seed=4)
+    assert all(np.array_equal(a.feeds["x"], b.feeds["x"]) for a, b in zip(sets, again))
+
+
+def test_real_inputs_from_npz_and_npy(tmp_path):
+    model, optimized = _folded()
+    images = np.random.default_rng(1).uniform(0, 255, (1, 8, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", images)
+    np.savez(tmp_path / "x.npz", x=images)
+    for name in ("x.npy", "x.npz"):
+        result = qarep_onnx.validate(model, optimized, provider="cpu", inputs=[tmp_path / name])
+        assert result.passed and result.samples == (f"file {name}",)
+    onnx.save(model, tmp_path / "m.onnx")
+    run = cli("optimize", "--validate", "--provider", "cpu", "--inputs", tmp_path / "x.npz", "--inputs", tmp_path / "x.npy",
+              tmp_path / "m.onnx", tmp_path / "o.onnx")
+    assert run.returncode == 0 and "2 input sets" in run.stdout, run.stderr
+
+
+@pytest.mark.parametrize("arrays, says", [
+    ({"y": np.zeros((1, 8, 8, 8), np.float32)}, "'y' is not an input"),
+    ({"x": np.zeros((8, 8, 8), np.float32)}, "rank"),
+    ({"x": np.zeros((1, 8, 8, 8), np.float64)}, "float64"),
+    ({"x": np.zeros((1, 4, 8, 8), np.float32)}, "shape"),
+    ({}, "missing"),
+])
+def test_an_input_file_that_does_not_fit_is_one_line(arrays, says, tmp_path):
+    model, _ = _folded()
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "bad.npz", **arrays)
+    result = cli("optimize", "--validate", "--provider", "cpu", "--inputs", tmp_path / "bad.npz", tmp_path / "m.onnx",
+                 tmp_path / "o.onnx")
+    assert result.returncode == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists()
+
+
+# -- a verdict that measured nothing is no pass -------------------------------------------------------------
+
+
+def _loop_block_model():
+    """x -> Loop(trips){ QARepVGG block } with the trip count a graph input."""
+    from onnx import TensorProto
+
+    outer = GraphBuilder(seed=40)
+    x = outer.input([1, 8, 8, 8])
+    outer.inputs.append(helper.make_tensor_value_info("trips", TensorProto.INT64, []))
+    outer.initializers.append(numpy_helper.from_array(np.array(True), "cond_true"))
+    body = GraphBuilder(seed=41)
+    from builders import qarep_block
+
+    out = qarep_block(body, "state", BlockSpec(bn_3x3="separate", alpha="scalar"))
+    body.nodes.append(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
+    graph = helper.make_graph(
+        body.nodes, "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 8, 8, 8])],
+        body.initializers,
+    )
+    y = outer.op("Loop", ["trips", "cond_true", x], body=graph)
+    return outer.model([y])
+
+
+def test_a_loop_that_never_runs_proves_nothing(tmp_path):
+    model = _loop_block_model()
+    x = np.random.default_rng(2).standard_normal((1, 8, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "zero.npz", x=x, trips=np.array(0, np.int64))
+    np.savez(tmp_path / "two.npz", x=x, trips=np.array(2, np.int64))
+    with pytest.raises(qarep_onnx.ValidationError, match="proves nothing.*never reached"):
+        qarep_onnx.optimize(model, validate=True, provider="cpu", inputs=[tmp_path / "zero.npz"])
+    result = qarep_onnx.optimize(model, validate=True, provider="cpu", inputs=[tmp_path / "zero.npz", tmp_path / "two.npz"])
+    assert result.report.validation.passed and result.report.blocks_folded == 1
+    path = tmp_path / "loop.onnx"
+    onnx.save(model, path)
+    cli_run = cli("optimize", "--validate", "--provider", "cpu", "--inputs", tmp_path / "zero.npz", path, tmp_path / "o.onnx")
+    assert cli_run.returncode == 4 and "INCONCLUSIVE" in cli_run.stdout and not (tmp_path / "o.onnx").exists()
+
+
+def test_the_default_random_trip_count_reaches_the_loop():
+    result = qarep_onnx.optimize(_loop_block_model(), validate=True, provider="cpu")
+    assert result.report.validation.passed
+
+
+def test_a_branch_never_taken_proves_nothing(tmp_path):
+    from test_rewrite import _if_model
+
+    model = _if_model(read_branch_in_body=False)
+    x = np.random.default_rng(3).standard_normal((1, 8, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "else.npz", x=x, cond=np.array(False))
+    np.savez(tmp_path / "then.npz", x=x, cond=np.array(True))
+    failed = qarep_onnx.optimize(model, provider="cpu")  # folds in the main graph and in the then-branch
+    assert failed.report.blocks_folded == 2
+    with pytest.raises(qarep_onnx.ValidationError) as caught:
+        qarep_onnx.optimize(model, validate=True, provider="cpu", inputs=[tmp_path / "else.npz"])
+    validation = caught.value.report.validation
+    assert validation.status == "inconclusive" and len(validation.unproven) == 1 and "then_branch" in validation.unproven[0]
+    both = qarep_onnx.optimize(model, validate=True, provider="cpu", inputs=[tmp_path / "else.npz", tmp_path / "then.npz"])
+    assert both.report.validation.passed
+
+
+def test_empty_outputs_are_said_and_only_empty_outputs_prove_nothing():
+    b = GraphBuilder(seed=5)
+    x = b.input([1, 8, 8, 8])
+    y = b.op("Add", [b.conv(x, 8, 8, 3), b.conv(x, 8, 8, 1, pad=0)])
+    starts, ends, axes = b.const(np.array([0]), "s"), b.const(np.array([0]), "e"), b.const(np.array([1]), "a")
+    for init in b.initializers[-3:]:
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.int64), init.name))
+    empty = b.op("Slice", [y, starts, ends, axes])
+    both = b.model([empty, y])
+    result = qarep_onnx.optimize(both, validate=True, provider="cpu").report.validation
+    assert result.passed and any("empty" in n for n in result.notes)
+    only_empty = b.model([empty])
+    with pytest.raises(qarep_onnx.ValidationError, match="empty"):
+        qarep_onnx.optimize(only_empty, validate=True, provider="cpu")
