@@ -1,14 +1,20 @@
-"""Convolution forms and the exact algebra that merges them (pure numpy, float64).
+"""Linear forms and the exact algebra that merges them (pure numpy, float64).
 
-Every tensor inside a re-parameterizable block is an affine function of one tensor X that can be
-written as a single convolution ``y = conv(X; W, b)``.  This module holds that representation and
-the identities that act on it:
+Every tensor inside a re-parameterizable block is an affine function of one tensor X that one
+linear operator can compute: ``y = L(X; W, b)``, where ``L`` is a convolution (``kind`` "conv"),
+a transposed convolution ("conv_transpose") or a dense product over the last axis ("dense", a
+Gemm or MatMul).  The weight is always held output-channel first, ``(out, in / groups, *kernel)``,
+so the identities below are the same for every kind:
 
-* BatchNorm / per-channel Mul, Div:  ``t * conv(X; W, b) = conv(X; t[:, None..] * W, t * b)``
-* per-channel Add, Sub of a constant: ``conv(X; W, b) + c = conv(X; W, b + c)``
-* sum of branches over the same X:    ``conv(X; W1, b1) + conv(X; W2, b2) = conv(X; W1' + W2', b1 + b2)``
+* BatchNorm / per-channel Mul, Div:  ``t * L(X; W, b) = L(X; t[:, None..] * W, t * b)``
+* per-channel Add, Sub of a constant: ``L(X; W, b) + c = L(X; W, b + c)``
+* sum of branches over the same X:    ``L(X; W1, b1) + L(X; W2, b2) = L(X; W1' + W2', b1 + b2)``
   where ``W1'`` and ``W2'`` are the kernels embedded, centre-aligned, into one common kernel grid
-  and one common group count (the gcd of the branches' groups).
+  and one common group count (the gcd of the branches' groups); transposed convolutions merge
+  only with an identical geometry.
+* a per-channel affine before the operator: ``L(t * X + s; W, b) = L(X; W * t[in], b + sum(W * s[in]))``,
+  exact when every output reads every tap of its kernel (the caller checks: no padding that reads
+  the zero where the affine would have given ``s``).
 * identity ``X`` and ``AveragePool(X)`` are convolutions with a diagonal kernel.
 
 :class:`Geometry` describes a form without its numbers so a region can be checked cheaply;
@@ -19,7 +25,7 @@ Nothing here knows about ONNX.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 
 import numpy as np
@@ -50,6 +56,9 @@ class Geometry:
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
     pads: tuple[int, ...]  # begin values for each axis, then end values
+    kind: str = "conv"  # "conv", "conv_transpose" or "dense"
+    output_padding: tuple[int, ...] = ()  # conv_transpose only
+    transposed_input: bool = False  # dense only: Gemm's transA, features on the input's first axis
 
     @property
     def rank(self) -> int:
@@ -57,7 +66,7 @@ class Geometry:
 
     @property
     def is_diagonal(self) -> bool:
-        return self.rank == 0
+        return self.kind == "conv" and self.rank == 0
 
     def macs_per_output_pixel(self) -> int:
         """Multiply-accumulates per output position of a conv with this geometry."""
@@ -67,7 +76,10 @@ class Geometry:
 
     def with_channels(self, channels: int) -> Geometry:
         """A diagonal form whose channel count became known."""
-        return Geometry(channels, channels, channels, self.kernel, self.stride, self.dilation, self.pads)
+        return replace(self, out_channels=channels, in_channels=channels, groups=channels)
+
+    def with_pads(self, pads: tuple[int, ...]) -> Geometry:
+        return replace(self, pads=tuple(pads))
 
 
 def diagonal_geometry(channels: int | None) -> Geometry:
@@ -84,6 +96,28 @@ def conv_geometry(
 ) -> Geometry:
     cout, cin_per_group, *kernel = weight_shape
     return Geometry(cout, cin_per_group * groups, groups, tuple(kernel), stride, dilation, pads)
+
+
+def dense_geometry(out_features: int, in_features: int, transposed_input: bool = False) -> Geometry:
+    """``y[..., o] = sum_c W[o, c] X[..., c] + b[o]``: a Gemm or a MatMul with a constant weight."""
+    return Geometry(out_features, in_features, 1, (), (), (), (), "dense", (), transposed_input)
+
+
+def conv_transpose_geometry(
+    weight_shape: tuple[int, ...],
+    groups: int,
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    pads: tuple[int, ...],
+    output_padding: tuple[int, ...],
+) -> Geometry:
+    """A ConvTranspose; its ONNX weight is ``(in, out / groups, *kernel)``."""
+    cin, cout_per_group, *kernel = weight_shape
+    return Geometry(cout_per_group * groups, cin, groups, tuple(kernel), stride, dilation, pads, "conv_transpose",
+                    tuple(output_padding))
+
+
+_KIND_NAMES = {"conv": "a Conv", "conv_transpose": "a ConvTranspose", "dense": "a Gemm/MatMul"}
 
 
 def _promoted(geometry: Geometry, rank: int) -> Geometry:
@@ -112,22 +146,21 @@ def merge_geometry(geometries: list[Geometry]) -> Geometry:
     output position shifted by ``pad_begin - d * (k - 1) / 2``.  That shift (at both ends) and the
     stride must agree across branches, and every kernel must have a centre tap (odd size).
     """
+    kinds = {g.kind for g in geometries if not g.is_diagonal}
+    if len(kinds) > 1:
+        names = " and ".join(sorted(_KIND_NAMES[k] for k in kinds))
+        raise MergeRefused("MISALIGNED", f"branches of different operators ({names}) cannot be summed into one")
+    if kinds == {"dense"}:
+        return _merge_dense(geometries)
+    if kinds == {"conv_transpose"}:
+        return _merge_conv_transpose(geometries)
     ranks = {g.rank for g in geometries if not g.is_diagonal}
     if len(ranks) > 1:
         raise MergeRefused("RANK_MISMATCH", f"branches have different spatial ranks {sorted(ranks)}")
-    channels = {g.out_channels for g in geometries if g.out_channels is not None}
-    in_channels = {g.in_channels for g in geometries if g.in_channels is not None}
-    if len(channels) > 1 or len(in_channels) > 1:
-        raise MergeRefused(
-            "CHANNEL_MISMATCH",
-            f"branches disagree on channels (out {sorted(channels)}, in {sorted(in_channels)})",
-        )
+    cout, cin = _channel_sets(geometries)
     if not ranks:  # only diagonal forms: the sum is diagonal too
-        c = next(iter(channels), None)
-        return diagonal_geometry(c)
+        return diagonal_geometry(cout)
     rank = ranks.pop()
-    cout = next(iter(channels), None)
-    cin = next(iter(in_channels), None)
     forms = [_promoted(g, rank) for g in geometries]
 
     strides = {g.stride for g in forms}
@@ -168,6 +201,36 @@ def merge_geometry(geometries: list[Geometry]) -> Geometry:
     known_groups = [g for g in group_counts if g is not None]
     groups = reduce(math.gcd, known_groups) if known_groups else None
     return Geometry(cout, cin, groups, kernel, forms[0].stride, tuple(dilation), pads)
+
+
+def _channel_sets(geometries: list[Geometry]) -> tuple[int | None, int | None]:
+    channels = {g.out_channels for g in geometries if g.out_channels is not None}
+    in_channels = {g.in_channels for g in geometries if g.in_channels is not None}
+    if len(channels) > 1 or len(in_channels) > 1:
+        raise MergeRefused(
+            "CHANNEL_MISMATCH",
+            f"branches disagree on channels (out {sorted(channels)}, in {sorted(in_channels)})",
+        )
+    return next(iter(channels), None), next(iter(in_channels), None)
+
+
+def _merge_dense(geometries: list[Geometry]) -> Geometry:
+    """Gemm/MatMul branches (and the identity, when features in == out) over the same X."""
+    out, cin = _channel_sets(geometries)
+    dense = [g for g in geometries if g.kind == "dense"]
+    if len({g.transposed_input for g in dense}) > 1 or (dense[0].transposed_input and len(dense) < len(geometries)):
+        raise MergeRefused("MISALIGNED", "branches read the input along different axes (Gemm transA differs)")
+    return dense_geometry(out, cin, dense[0].transposed_input)
+
+
+def _merge_conv_transpose(geometries: list[Geometry]) -> Geometry:
+    """ConvTranspose branches merge only when they are laid out identically (no identity term)."""
+    _channel_sets(geometries)
+    if any(g.is_diagonal for g in geometries) or len(set(geometries)) > 1:
+        raise MergeRefused(
+            "MISALIGNED", "transposed convolutions are merged only with branches of exactly the same geometry"
+        )
+    return geometries[0]
 
 
 @dataclass
@@ -219,6 +282,27 @@ def average_pool_form(
 def _per_channel(values: np.ndarray | float, channels: int) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     return np.broadcast_to(v, (channels,)) if v.size == 1 else v
+
+
+def input_affine(form: ConvForm, factor: np.ndarray, offset: np.ndarray) -> ConvForm:
+    """``L(factor * X + offset)`` as a form over X: each weight scaled by its input channel's factor,
+    the offset pushed through the weights into the bias.
+
+    Exact only when every output of ``L`` reads every tap of its kernel (no padding that reads the
+    zero where ``factor * X + offset`` would have given ``offset``): the caller checks that.
+    """
+    cout, cin_per_group = form.weight.shape[:2]
+    groups = form.geometry.groups or 1
+    # Absolute input channel read by weight position [o, j]: j in output channel o's group.
+    in_channel = (np.arange(cout) // (cout // groups))[:, None] * cin_per_group + np.arange(cin_per_group)[None, :]
+    spatial = (1,) * (form.weight.ndim - 2)
+    t = np.asarray(factor, np.float64).reshape(-1)
+    s = np.asarray(offset, np.float64).reshape(-1)
+    t = np.broadcast_to(t, (in_channel.max() + 1,)) if t.size == 1 else t
+    s = np.broadcast_to(s, (in_channel.max() + 1,)) if s.size == 1 else s
+    weight = np.asarray(form.weight, np.float64)
+    shift = (weight * s[in_channel].reshape(cout, cin_per_group, *spatial)).reshape(cout, -1).sum(axis=1)
+    return ConvForm(weight * t[in_channel].reshape(cout, cin_per_group, *spatial), form.bias + shift, form.geometry)
 
 
 def scale(form: ConvForm, factor: np.ndarray | float, in_place: bool = False) -> ConvForm:
@@ -335,6 +419,8 @@ def regroup(form: ConvForm) -> ConvForm:
     weight is still block-diagonal for a larger group count, the cheaper grouped conv is exact.
     """
     g = form.geometry
+    if g.kind != "conv":
+        return form
     cout, cpg = form.weight.shape[:2]
     cin, groups = cpg * g.groups, g.groups
     candidates = [n for n in range(math.gcd(cout, cin), groups, -1) if n % groups == 0 and cout % n == 0 and cin % n == 0]
@@ -348,6 +434,5 @@ def regroup(form: ConvForm) -> ConvForm:
         inside = (absolute_input >= first) & (absolute_input < first + cin // n)
         if not np.any(nonzero & ~inside):
             weight = form.weight[inside].reshape(cout, cin // n, *form.weight.shape[2:])
-            geometry = Geometry(g.out_channels, g.in_channels, n, g.kernel, g.stride, g.dilation, g.pads)
-            return ConvForm(weight, form.bias, geometry)
+            return ConvForm(weight, form.bias, replace(g, groups=n))
     return form

@@ -90,7 +90,7 @@ def optimize_loaded(
     else:
         working = original  # loaded here and needed by nobody else: fold it in place
     with step("folding"):
-        report = fold_model(working, keep_post_bn=keep_post_bn)
+        report = fold_model(working, keep_post_bn=keep_post_bn, known_shapes=shapes)
     log.info("folded %d blocks (%d regions), %d refusals", report.blocks_folded, report.regions_folded, len(report.refusals))
     report.stats_before = stats_before
     report.input_external_data = loaded.external_data

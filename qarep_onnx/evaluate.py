@@ -1,4 +1,4 @@
-"""Turn a region's symbolic form into the numbers of its single Conv.
+"""Turn a region's symbolic form into the numbers of its single operator (Conv, ConvTranspose, Gemm/MatMul).
 
 Walks the form tree bottom-up (iteratively: deep chains must not hit Python's recursion limit),
 reading each constant once, applying the identities of :mod:`qarep_onnx.algebra` in float64, and
@@ -15,7 +15,7 @@ import onnx
 from . import algebra
 from .algebra import ConvForm
 from .graph import FLOAT_TYPES
-from .ops import AffineStep, AveragePoolLeaf, ChannelAffine, ConvLeaf, Passthrough, Sum
+from .ops import AffineStep, AveragePoolLeaf, ChannelAffine, ConvLeaf, ConvTransposeLeaf, DenseLeaf, Passthrough, Sum
 from .region import Form
 
 
@@ -79,13 +79,40 @@ class ScratchPool:
         self._taken.clear()
 
 
+def _leaf_values(op, geometry) -> ConvForm:
+    """A leaf's weight, output-channel first ``(out, in / groups, *kernel)``, and its bias."""
+    bias = op.bias.load() if op.bias is not None else None
+    if isinstance(op, ConvLeaf):
+        return algebra.conv_form(op.weight.load(), bias, op.groups, op.stride, op.dilation, geometry.pads)
+    if isinstance(op, ConvTransposeLeaf):
+        weight = op.weight.load()  # (in, out / groups, *kernel)
+        cin, cout_per_group, *kernel = weight.shape
+        g = op.groups
+        weight = weight.reshape(g, cin // g, cout_per_group, *kernel).swapaxes(1, 2).reshape(g * cout_per_group, cin // g, *kernel)
+        b = np.zeros(weight.shape[0]) if bias is None else np.asarray(bias, np.float64).reshape(-1)
+        return ConvForm(weight, b, geometry)
+    # Gemm: alpha * X W' + beta * C, W' = B (transB) or B^T; MatMul: X B.
+    b_matrix = op.weight.load()
+    weight = b_matrix if op.trans_b else b_matrix.T
+    if op.alpha != 1.0:
+        weight = weight * np.float64(op.alpha)
+    out = weight.shape[0]
+    if bias is None:
+        b = np.zeros(out)
+    else:
+        b = np.broadcast_to(np.asarray(bias, np.float64).reshape(-1), (out,)) * op.beta
+    return ConvForm(weight, np.array(b, np.float64), geometry)
+
+
 def _evaluate_one(form: Form, operands: list[ConvForm], identity_channels: int, pool: ScratchPool | None) -> ConvForm:
     op = form.op
     if op is None:
         return algebra.identity_form(form.geometry.out_channels or identity_channels)
-    if isinstance(op, ConvLeaf):
-        bias = op.bias.load() if op.bias is not None else None
-        return algebra.conv_form(op.weight.load(), bias, op.groups, op.stride, op.dilation, op.pads)
+    if isinstance(op, (ConvLeaf, ConvTransposeLeaf, DenseLeaf)):
+        value = _leaf_values(op, form.geometry)
+        for affine in operands:  # the per-channel affines of its input it took over, nearest first
+            value = algebra.input_affine(value, affine.weight.reshape(-1), affine.bias)
+        return value
     if isinstance(op, AveragePoolLeaf):
         channels = form.geometry.out_channels or identity_channels
         return algebra.average_pool_form(channels, op.kernel, op.stride, op.dilation, op.pads)
@@ -160,7 +187,7 @@ def model_dtype(root: Form) -> int:
     stack = [root]
     while stack:
         form = stack.pop()
-        if isinstance(form.op, ConvLeaf):
+        if isinstance(form.op, (ConvLeaf, ConvTransposeLeaf, DenseLeaf)):
             return form.op.weight.elem_type
         stack.extend(form.operands)
     return onnx.TensorProto.FLOAT

@@ -120,23 +120,25 @@ def ints_attribute(
     return values
 
 
-def _loader(tensor: onnx.TensorProto, where: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise InputModelError(
-                f"tensor '{tensor.name}'{where} is stored in external data that was not loaded; pass the model's "
-                "path, or load it with onnx.load(path) (which reads external data)"
-            )
-        try:
-            return numpy_helper.to_array(tensor)
-        except Exception as exc:  # onnx raises ValueError, TypeError or its own errors for broken tensors
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputModelError(
-                f"tensor '{tensor.name}'{where} cannot be read ({detail}): its data does not match its "
-                f"{type_name(tensor.data_type)} dims {list(tensor.dims)}"
-            ) from exc
+def tensor_values(tensor: onnx.TensorProto, where: str = "") -> np.ndarray:
+    """A tensor's values, or :class:`InputModelError` when its data does not match its type and dims."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        raise InputModelError(
+            f"tensor '{tensor.name}'{where} is stored in external data that was not loaded; pass the model's "
+            "path, or load it with onnx.load(path) (which reads external data)"
+        )
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as exc:  # onnx raises ValueError, TypeError or its own errors for broken tensors
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputModelError(
+            f"tensor '{tensor.name}'{where} cannot be read ({detail}): its data does not match its "
+            f"{type_name(tensor.data_type)} dims {list(tensor.dims)}"
+        ) from exc
 
-    return load
+
+def _loader(tensor: onnx.TensorProto, where: str) -> Callable[[], np.ndarray]:
+    return lambda: tensor_values(tensor, where)
 
 
 def _constant_node_value(node: onnx.NodeProto) -> tuple[tuple[int, ...], int, Callable[[], np.ndarray]] | None:
@@ -219,6 +221,9 @@ def check_unique_definitions(graph: onnx.GraphProto, label: str) -> None:
 class GraphIndex:
     """Producers, consumers and constants of one graph, with an optional enclosing scope.
 
+    Constants: initializers, Constant nodes, and Identity or Transpose of a constant (its values
+    transposed when read).
+
     ``overridable_initializers``: initializers listed as graph inputs can be fed by the caller
     (IR version 4 and later), so they are not constants.  ``variable`` names initializers that are
     not constants for another reason (trained by the model's ``training_info``), with the reason.
@@ -235,7 +240,7 @@ class GraphIndex:
         overridable_initializers: bool = True,
         variable: dict[str, str] | None = None,
         read_elsewhere: set[str] | None = None,
-        known_ranks: dict[str, int] | None = None,
+        known_shapes: dict[str, tuple[int | None, ...]] | None = None,
     ) -> None:
         check_unique_definitions(graph, label)
         self.graph = graph
@@ -256,7 +261,7 @@ class GraphIndex:
         self.overridable_initializers = overridable_initializers
         self.variable = dict(variable or {})
         self.read_elsewhere = frozenset(read_elsewhere or ())
-        self._declared_shapes(known_ranks or {})
+        self._declared_shapes(known_shapes or {})
         self.constants = self._find_constants(outer_constants or {})
 
     # -- constants ---------------------------------------------------------------------------
@@ -281,6 +286,19 @@ class GraphIndex:
             elif node.op_type == "Identity" and node.input and node.input[0] in constants:
                 source = constants[node.input[0]]
                 constants[node.output[0]] = Constant(node.output[0], source.shape, source.elem_type, source.load)
+            elif node.op_type == "Transpose" and len(node.input) == 1 and node.input[0] in constants:
+                # TorchScript without constant folding writes a Linear's weight as Transpose(W).
+                source = constants[node.input[0]]
+                try:
+                    perm = ints_attribute(node, "perm", tuple(reversed(range(len(source.shape)))))
+                except (CallerAttribute, InputModelError):
+                    continue
+                if sorted(perm) != list(range(len(source.shape))):
+                    continue
+                shape = tuple(source.shape[p] for p in perm)
+                constants[node.output[0]] = Constant(
+                    node.output[0], shape, source.elem_type, lambda load=source.load, perm=perm: load().transpose(perm)
+                )
         return constants
 
     def constant(self, name: str) -> Constant | None:
@@ -315,21 +333,23 @@ class GraphIndex:
 
     # -- ranks -------------------------------------------------------------------------------
 
-    def _declared_shapes(self, known_ranks: dict[str, int]) -> None:
-        self._ranks: dict[str, int] = dict(known_ranks)
-        self._channels: dict[str, int] = {}
+    def _declared_shapes(self, known_shapes: dict[str, tuple[int | None, ...]]) -> None:
+        self._dims: dict[str, tuple[int | None, ...]] = dict(known_shapes)
         for info in list(self.graph.input) + list(self.graph.output) + list(self.graph.value_info):
             t = info.type.tensor_type
             if info.type.HasField("tensor_type") and t.HasField("shape"):
-                dims = t.shape.dim
-                self._ranks[info.name] = len(dims)
-                if len(dims) > 1 and dims[1].HasField("dim_value"):
-                    self._channels[info.name] = dims[1].dim_value
+                self._dims[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+
+    def dim(self, name: str, axis: int) -> int | None:
+        """A tensor's size on ``axis`` when declared or inferred."""
+        dims = self._dims.get(name)
+        return dims[axis] if dims is not None and -len(dims) <= axis < len(dims) else None
 
     def channels(self, name: str) -> int | None:
         """Channel count (axis 1) of a tensor when declared, or implied by a Conv that reads it."""
-        if name in self._channels:
-            return self._channels[name]
+        declared = self.dim(name, 1)
+        if declared is not None:
+            return declared
         for i in self.consumer_nodes(name):
             node = self.nodes[i]
             if node.op_type == "Conv" and node.input[0] == name and len(node.input) > 1:
@@ -343,8 +363,8 @@ class GraphIndex:
 
     def rank(self, name: str) -> int | None:
         """Rank of a tensor when declared or inferred, or implied by a Conv that reads or writes it."""
-        if name in self._ranks:
-            return self._ranks[name]
+        if name in self._dims:
+            return len(self._dims[name])
         related = [self.nodes[i] for i in self.consumer_nodes(name)]
         if name in self.producer:
             related.append(self.nodes[self.producer[name]])

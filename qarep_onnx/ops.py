@@ -2,21 +2,24 @@
 
 ``describe(node, index)`` turns a node into one of a few linear operations on conv-forms:
 
-=====================  ===================================================================
-``ConvLeaf``           ``Conv(X, W[, B])`` with constant W and B: a region's leaf
-``ChannelAffine``      BatchNormalization, Mul/Div by a constant, Add/Sub of a constant, Neg
-``Sum``                Add/Sub/Sum of two or more non-constant tensors
-``Passthrough``        Identity, inference Dropout
-``AveragePoolLeaf``    AveragePool whose padded positions count in the mean
-=====================  ===================================================================
+=======================  =================================================================
+``ConvLeaf``             ``Conv(X, W[, B])`` with constant W and B: a region's leaf
+``ConvTransposeLeaf``    ``ConvTranspose(X, W[, B])`` with constant W and B
+``DenseLeaf``            ``Gemm(X, B[, C])`` or ``MatMul(X, B)`` with a constant 2-D B
+``ChannelAffine``        BatchNormalization, Mul/Div by a constant, Add/Sub of a constant, Neg
+``Sum``                  Add/Sub/Sum of two or more non-constant tensors
+``Passthrough``          Identity, inference Dropout
+``AveragePoolLeaf``      AveragePool whose padded positions count in the mean
+``ZeroPad``              a constant-mode Pad with zeros (a Conv reading it takes it as its own padding)
+=======================  =================================================================
 
 Anything else is :class:`NotLinear` with a code and a message a user can read; the code
 ``NONLINEAR`` marks an operator that is simply not linear (a Relu ends a block, it is no refusal).
 Every attribute and input a fold would read is checked here: a node that is not valid ONNX (a
 Conv with one input, ``group`` 0, pads of the wrong length, a bias of the wrong length) raises
 :class:`~qarep_onnx.errors.InputModelError`.  Whether a constant really broadcasts per channel
-depends on the data tensor's rank, so that check is :func:`channel_values_shape` and is applied
-where the rank is known.
+depends on the data tensor's rank, so :func:`constant_axis` only says along which axis it varies
+and the region judges that where the rank is known.
 """
 
 from __future__ import annotations
@@ -55,6 +58,49 @@ class ConvLeaf:
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
     pads: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ConvTransposeLeaf:
+    x: str
+    weight: Constant  # ONNX layout (in, out / groups, *kernel)
+    bias: Constant | None
+    groups: int
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: tuple[int, ...]
+    output_padding: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DenseLeaf:
+    """``alpha * X' W' + beta * C`` (Gemm) or ``X W`` (MatMul) with constant weights."""
+
+    x: str
+    weight: Constant  # B
+    bias: Constant | None  # C
+    op_type: str  # "Gemm" or "MatMul"
+    alpha: float = 1.0
+    beta: float = 1.0
+    trans_a: bool = False
+    trans_b: bool = False
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0] if self.trans_b else self.weight.shape[1]
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1] if self.trans_b else self.weight.shape[0]
+
+
+@dataclass(frozen=True)
+class ZeroPad:
+    """``Pad(X)`` with zeros; ``pads`` per axis of X (begins, then ends), or ``axes`` when only some are named."""
+
+    x: str
+    pads: tuple[int, ...]
+    axes: tuple[int, ...] | None  # None: every axis, in order
 
 
 @dataclass(frozen=True)
@@ -100,7 +146,8 @@ class AveragePoolLeaf:
     pads: tuple[int, ...]
 
 
-LinearOp = ConvLeaf | ChannelAffine | Sum | Passthrough | AveragePoolLeaf
+LinearOp = ConvLeaf | ConvTransposeLeaf | DenseLeaf | ChannelAffine | Sum | Passthrough | AveragePoolLeaf | ZeroPad
+Leaf = ConvLeaf | ConvTransposeLeaf | DenseLeaf  # what starts a region
 
 # Ops that are linear in general but whose folding needs more than a conv-form (or changes
 # shapes); reported by name when they sit inside a block.
@@ -108,7 +155,6 @@ _BLOCKING = {
     "Cast": "changes the element type",
     "QuantizeLinear": "quantizes",
     "DequantizeLinear": "dequantizes",
-    "Pad": "pads explicitly (DBB-style chains are not folded)",
     "Slice": "crops (cropping branches are not folded)",
 }
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -159,18 +205,10 @@ def _float_constant(node: onnx.NodeProto, role: str, constant: Constant) -> None
 
 def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     _inputs(node, 2, 3)
-    weight = index.constant(node.input[1]) if node.input[1] else None
-    if weight is None:
-        return _non_constant(node, index, "weight", node.input[1])
-    bias = None
-    if len(node.input) > 2 and node.input[2]:
-        bias = index.constant(node.input[2])
-        if bias is None:
-            return _non_constant(node, index, "bias", node.input[2])
-    if weight.elem_type not in FLOAT_TYPES:
-        if weight.elem_type == onnx.TensorProto.BFLOAT16:
-            return NotLinear("DTYPE", f"Conv '{node_label(node)}' has bfloat16 weights, which qarep-onnx does not fold")
-        _float_constant(node, "weight", weight)
+    found = _leaf_constants(node, index, ("weight", "bias"))
+    if isinstance(found, NotLinear):
+        return found
+    weight, bias = found
     if len(weight.shape) < 3 or any(d < 1 for d in weight.shape):
         raise malformed(node, f"has a weight of shape {list(weight.shape)}; a Conv weight is [M, C/group, k1, ...] with every dim >= 1")
     rank = len(weight.shape) - 2
@@ -184,15 +222,135 @@ def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLin
     if weight.shape[0] % groups:
         raise malformed(node, f"has group={groups}, which does not divide its {weight.shape[0]} output channels")
     if bias is not None:
-        if bias.elem_type != weight.elem_type:
-            _float_constant(node, "bias", bias)
-            raise malformed(node, f"has a {type_name(bias.elem_type)} bias and {type_name(weight.elem_type)} weights")
         if bias.shape != (weight.shape[0],):
             raise malformed(node, f"has a bias of shape {list(bias.shape)} for {weight.shape[0]} output channels")
     pads = resolve_pads(node, kernel, stride, dilation)
     if isinstance(pads, NotLinear):
         return pads
     return ConvLeaf(node.input[0], weight, bias, groups, stride, dilation, pads)
+
+
+def _leaf_constants(node, index, roles: tuple[str, str]) -> tuple[Constant, Constant | None] | NotLinear:
+    """The constant weight and optional bias (inputs 1 and 2) of a leaf node, checked."""
+    weight = index.constant(node.input[1]) if node.input[1] else None
+    if weight is None:
+        return _non_constant(node, index, roles[0], node.input[1])
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = index.constant(node.input[2])
+        if bias is None:
+            return _non_constant(node, index, roles[1], node.input[2])
+    if weight.elem_type not in FLOAT_TYPES:
+        if weight.elem_type == onnx.TensorProto.BFLOAT16:
+            return NotLinear("DTYPE", f"{node.op_type} '{node_label(node)}' has bfloat16 weights, which qarep-onnx does not fold")
+        _float_constant(node, roles[0], weight)
+    if bias is not None and bias.elem_type != weight.elem_type:
+        _float_constant(node, roles[1], bias)
+        raise malformed(node, f"has a {type_name(bias.elem_type)} {roles[1]} and {type_name(weight.elem_type)} weights")
+    return weight, bias
+
+
+def _describe_conv_transpose(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    _inputs(node, 2, 3)
+    found = _leaf_constants(node, index, ("weight", "bias"))
+    if isinstance(found, NotLinear):
+        return found
+    weight, bias = found
+    if len(weight.shape) < 3 or any(d < 1 for d in weight.shape):
+        raise malformed(node, f"has a weight of shape {list(weight.shape)}; a ConvTranspose weight is [C, M/group, k1, ...]")
+    rank = len(weight.shape) - 2
+    kernel = tuple(weight.shape[2:])
+    if ints_attribute(node, "kernel_shape", kernel) != kernel:
+        raise malformed(node, f"declares a kernel_shape that is not its weight's {list(kernel)}")
+    stride = ints_attribute(node, "strides", (1,) * rank, length=rank, minimum=1)
+    dilation = ints_attribute(node, "dilations", (1,) * rank, length=rank, minimum=1)
+    output_padding = ints_attribute(node, "output_padding", (0,) * rank, length=rank, minimum=0)
+    groups = int_attribute(node, "group", 1, minimum=1)
+    if weight.shape[0] % groups:
+        raise malformed(node, f"has group={groups}, which does not divide its {weight.shape[0]} input channels")
+    if bias is not None and bias.shape != (weight.shape[1] * groups,):
+        raise malformed(node, f"has a bias of shape {list(bias.shape)} for {weight.shape[1] * groups} output channels")
+    auto_pad = string_attribute(node, "auto_pad", "NOTSET") or "NOTSET"
+    if auto_pad not in _AUTO_PADS:
+        raise malformed(node, f"has auto_pad={auto_pad!r}; it must be one of {', '.join(_AUTO_PADS)}")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") or ints_attribute(node, "output_shape", ()):
+        return NotLinear(
+            "AUTO_PAD",
+            f"ConvTranspose '{node_label(node)}' derives its padding from auto_pad={auto_pad} or output_shape; "
+            "re-export with explicit pads",
+        )
+    pads = (0,) * (2 * rank) if auto_pad == "VALID" else ints_attribute(node, "pads", (0,) * (2 * rank), length=2 * rank, minimum=0)
+    return ConvTransposeLeaf(node.input[0], weight, bias, groups, stride, dilation, pads, output_padding)
+
+
+def _describe_dense(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    op = node.op_type
+    _inputs(node, 2, 3 if op == "Gemm" else 2)
+    if index.constant(node.input[0]) is not None:
+        if index.constant(node.input[1]) is not None:
+            return NotLinear("CONSTANT_EXPRESSION", f"{op} '{node_label(node)}' only combines constants")
+        return NotLinear(
+            "BLOCKING_OP",
+            f"{op} '{node_label(node)}' multiplies the tensor by a constant from the left (along its first axes), "
+            "which no per-feature fold describes",
+        )
+    found = _leaf_constants(node, index, ("weight", "bias"))
+    if isinstance(found, NotLinear):
+        return found
+    weight, bias = found
+    if len(weight.shape) != 2 or any(d < 1 for d in weight.shape):
+        if op == "MatMul":
+            return NotLinear("BLOCKING_OP", f"MatMul '{node_label(node)}' has a weight of shape {list(weight.shape)}; only 2-D weights fold")
+        raise malformed(node, f"has a B of shape {list(weight.shape)}; Gemm takes a 2-D B")
+    if op == "MatMul":
+        return DenseLeaf(node.input[0], weight, None, op)
+    trans_b = bool(int_attribute(node, "transB", 0))
+    leaf = DenseLeaf(
+        node.input[0], weight, bias, op, float_attribute(node, "alpha", 1.0), float_attribute(node, "beta", 1.0),
+        bool(int_attribute(node, "transA", 0)), trans_b,
+    )
+    if bias is not None:
+        n = leaf.out_features
+        if bias.shape not in ((), (1,), (n,), (1, n), (1, 1)):
+            return NotLinear(
+                "NOT_PER_CHANNEL",
+                f"Gemm '{node_label(node)}' adds a C of shape {list(bias.shape)}, which is not one value per output "
+                f"feature ([{n}] or [1, {n}])",
+            )
+    return leaf
+
+
+def _describe_pad(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+    """A Pad a Conv can take over: constant mode, zero value, non-negative amounts (axes checked by the Conv)."""
+    _inputs(node, 1, 4)
+    label = f"Pad '{node_label(node)}'"
+    mode = string_attribute(node, "mode", "constant")
+    if mode != "constant":
+        return NotLinear("BLOCKING_OP", f"{label} pads in {mode} mode, which no Conv padding reproduces")
+    if len(node.input) > 1 and node.input[1]:  # opset 11 and later: pads, constant_value and axes are inputs
+        constants = [index.constant(n) if n else None for n in list(node.input[1:4])]
+        computed = [n for n, c in zip(node.input[1:4], constants) if n and c is None]
+        if computed:
+            return NotLinear("BLOCKING_OP", f"{label} takes '{computed[0]}' from a computed tensor, not a constant")
+        pads = tuple(int(v) for v in constants[0].load().reshape(-1))
+        value = 0.0
+        if len(constants) > 1 and constants[1] is not None:
+            values = constants[1].load().reshape(-1)
+            value = float(values[0]) if values.size else 0.0
+        axes = None
+        if len(constants) > 2 and constants[2] is not None:
+            axes = tuple(int(v) for v in constants[2].load().reshape(-1))
+    else:
+        pads = ints_attribute(node, "pads", ())
+        value = float_attribute(node, "value", 0.0)
+        axes = None
+    if len(pads) % 2 or (axes is not None and len(pads) != 2 * len(axes)):
+        raise malformed(node, f"has {len(pads)} pad amounts for {len(axes) if axes is not None else 'its'} axes")
+    if value != 0.0:
+        return NotLinear("BLOCKING_OP", f"{label} pads with {value:g}, not zero: a Conv's own padding reads zeros")
+    if any(p < 0 for p in pads):
+        return NotLinear("BLOCKING_OP", f"{label} crops (negative pads), which a Conv's padding cannot express")
+    return ZeroPad(node.input[0], pads, axes)
 
 
 def _describe_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
@@ -301,6 +459,12 @@ def _describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     op = node.op_type
     if op == "Conv":
         return _describe_conv(node, index)
+    if op == "ConvTranspose":
+        return _describe_conv_transpose(node, index)
+    if op in ("Gemm", "MatMul"):
+        return _describe_dense(node, index)
+    if op == "Pad":
+        return _describe_pad(node, index)
     if op == "BatchNormalization":
         return _describe_batch_norm(node, index)
     if op in ("Add", "Sub", "Mul", "Div") and len(node.input) == 2:
@@ -320,30 +484,26 @@ def _describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     return NotLinear("NONLINEAR", f"{op} '{node_label(node)}' is not linear")
 
 
-def channel_values_shape(shape: tuple[int, ...], rank: int | None, channels: int | None) -> int | None | NotLinear:
-    """Check that a constant of ``shape`` broadcasts per channel on a tensor of ``rank``.
+def constant_axis(shape: tuple[int, ...], rank: int | None) -> int | None | NotLinear:
+    """The one axis of a rank-``rank`` tensor along which a constant of ``shape`` varies once broadcast.
 
-    Returns the channel count the constant implies (``None`` for a scalar-like constant) or
-    :class:`NotLinear` when it would broadcast along another axis or change the output shape.
+    ``None`` for a constant that is one value everywhere; :class:`NotLinear` when it varies along
+    several axes, would raise the tensor's rank, or the rank is unknown.  Whether that axis is the
+    tensor's channel axis is for the caller to judge (axis 1 for a Conv's output, the last axis for
+    a MatMul's).
     """
-    size = 1
-    for d in shape:
-        size *= d
-    if size == 1 and len(shape) <= 1:
-        return None  # a scalar broadcasts to anything without changing its shape
+    if all(d == 1 for d in shape) and (len(shape) <= 1 or (rank is not None and len(shape) <= rank)):
+        return None  # one value, broadcast to anything without changing its shape
     if rank is None:
         return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} on a tensor of unknown rank")
     if len(shape) > rank:
         return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} that would raise the rank of a rank-{rank} tensor")
     padded = (1,) * (rank - len(shape)) + tuple(shape)
-    if rank < 2 or padded[0] != 1 or any(d != 1 for d in padded[2:]):
+    varying = [a for a, d in enumerate(padded) if d != 1]
+    if len(varying) > 1:
         return NotLinear(
             "NOT_PER_CHANNEL",
-            f"a constant of shape {list(shape)} that broadcasts along a non-channel axis of a rank-{rank} tensor "
-            "(a per-channel constant has shape [C,1,1] or [1,C,1,1])",
+            f"a constant of shape {list(shape)} that varies along axes {varying} of a rank-{rank} tensor, not along "
+            "its channels alone",
         )
-    if padded[1] == 1:
-        return None
-    if channels is not None and padded[1] != channels:
-        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} that does not match {channels} channels")
-    return padded[1]
+    return varying[0]

@@ -10,7 +10,7 @@ Returns a :class:`~qarep_onnx.report.Report`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import onnx
 
@@ -37,24 +37,72 @@ class _Pass:
     legacy_ir: bool  # IR version 3: initializers are graph inputs
 
 
-def fold_model(model: onnx.ModelProto, keep_post_bn: bool = False) -> Report:
-    """Fold every linear region of ``model`` in place; ``keep_post_bn`` keeps the BN after a block."""
+# A fold can make a tensor single-use that was not before (a scale in front of a block that also
+# fed the block's identity term is read by the merged Conv alone): the pass repeats until nothing
+# more folds, so that a second run of the tool changes nothing.  Two passes are the rule.
+_MAX_PASSES = 8
+
+
+def fold_model(
+    model: onnx.ModelProto, keep_post_bn: bool = False, known_shapes: dict[str, tuple[int | None, ...]] | None = None
+) -> Report:
+    """Fold every linear region of ``model`` in place; ``keep_post_bn`` keeps the BN after a block.
+
+    ``known_shapes``: inferred shapes of main-graph tensors (ranks decide how a MatMul's output may fold).
+    """
     report = Report(op_counts_before=op_counts(model))
     legacy_ir = model.ir_version < _FIRST_IR_WITH_OPTIONAL_INITIALIZER_INPUTS
     state = _Pass(keep_post_bn, NameAllocator(all_names(model)), report, legacy_ir)
     trained = _training_names(model)
-    index = GraphIndex(
-        model.graph,
-        label="the main graph",
-        overridable_initializers=not legacy_ir,
-        variable={n: "is used by the model's training_info (trained weights are not constants)" for n in trained},
-        read_elsewhere=trained,
-    )
-    _fold_graph(index, state, graph_name="", constants_as_nodes=False, initializers_are_inputs=legacy_ir)
-    for function in model.functions:
-        _fold_function(function, state)
+    for _ in range(_MAX_PASSES):
+        first = len(report.folds)
+        index = GraphIndex(
+            model.graph,
+            label="the main graph",
+            overridable_initializers=not legacy_ir,
+            variable={n: "is used by the model's training_info (trained weights are not constants)" for n in trained},
+            read_elsewhere=trained,
+            known_shapes=known_shapes,
+        )
+        _fold_graph(index, state, graph_name="", constants_as_nodes=False, initializers_are_inputs=legacy_ir)
+        for function in model.functions:
+            _fold_function(function, state)
+        if len(report.folds) == first:
+            break
+        _merge_refolds(report, first)
+    report.refusals = _unique(report.refusals)
     report.op_counts_after = op_counts(model)
     return report
+
+
+def _merge_refolds(report: Report, first: int) -> None:
+    """A fold of a later pass that took in the operator an earlier fold made replaces that earlier entry."""
+    for new in report.folds[first:]:
+        earlier = [k for k, f in enumerate(report.folds[:first]) if f.graph == new.graph and f.conv_name in new.removed_nodes]
+        if not earlier:
+            continue
+        k = earlier[0]
+        old = report.folds[k]
+        removed = [n for n in new.removed_nodes if n != old.conv_name]
+        op_types = [t for n, t in zip(new.removed_nodes, new.removed_op_types) if n != old.conv_name]
+        report.folds[k] = replace(
+            new,
+            removed_nodes=old.removed_nodes + tuple(removed),
+            removed_op_types=old.removed_op_types + tuple(op_types),
+            branches=old.branches + new.branches - 1,
+        )
+        report.folds.remove(new)
+
+
+def _unique(refusals: list[Refusal]) -> list[Refusal]:
+    """Each refusal once: a later pass sees the same refusal again, worded for the graph it left."""
+    seen, unique = set(), []
+    for refusal in refusals:
+        key = (refusal.code, refusal.nodes, refusal.graph)
+        if key not in seen:
+            seen.add(key)
+            unique.append(refusal)
+    return unique
 
 
 def _training_names(model: onnx.ModelProto) -> set[str]:
@@ -108,11 +156,14 @@ def _fold_graph(
             report.refusals.append(Refusal(aborted.code, message, node_names, graph_name))
             continue
         g = conv.geometry
-        conv_name = rewriter.replace(region.root_node, region.nodes, form.source, conv.weight, conv.bias, g)
+        conv_name, op_type = rewriter.replace(
+            region.root_node, region.nodes, form.source, conv.weight, conv.bias, g, form.rank
+        )
         fold = Fold(
             output=form.output,
             input=form.source,
             conv_name=conv_name,
+            op_type=op_type,
             kernel=g.kernel,
             stride=g.stride,
             dilation=g.dilation,

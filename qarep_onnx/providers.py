@@ -128,7 +128,7 @@ def session(model: onnx.ModelProto | bytes, choice: ProviderChoice, optimize_gra
     from .io import PROTOBUF_LIMIT, save_model
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # onnxruntime's own error lines would repeat, over several, what we say in one
     if not optimize_graph:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

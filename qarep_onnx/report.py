@@ -37,11 +37,12 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Fold:
-    """One region replaced by a single Conv."""
+    """One region replaced by a single operator (a Conv, ConvTranspose, Gemm, or MatMul with its Add)."""
 
-    output: str  # the tensor the new Conv computes (the region root, name unchanged)
+    output: str  # the tensor the new operator computes (the region root, name unchanged)
     input: str  # the tensor every branch read
-    conv_name: str
+    conv_name: str  # the name of the node that now computes ``output``
+    op_type: str  # "Conv", "ConvTranspose", "Gemm", "MatMul", or "MatMul+Add" (then ``conv_name`` is the Add)
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
     dilation: tuple[int, ...]

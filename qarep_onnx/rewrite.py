@@ -1,8 +1,9 @@
 """Replace folded regions in a graph, in place.
 
-Each region's root node becomes the single Conv (same position, same output name), the region's
-other nodes are deleted, and so are the constants (initializers, ``Constant`` and ``Identity``
-nodes) that only those nodes read.  New weights get fresh names; shared initializers are never
+Each region's root node becomes the single operator (same position, same output name: a Conv, a
+ConvTranspose, a Gemm, or a MatMul with an Add after it), the region's other nodes are deleted,
+and so are the constants (initializers, ``Constant`` and ``Identity`` nodes) that only those nodes
+read.  New weights get fresh names; shared initializers are never
 modified.  Everything else in the graph is left exactly as it was.
 """
 
@@ -68,6 +69,13 @@ def make_conv(
     )
 
 
+def conv_transpose_weight(weight: np.ndarray, groups: int) -> np.ndarray:
+    """Output-channel-first ``(out, in / groups, *kernel)`` back to ONNX's ``(in, out / groups, *kernel)``."""
+    cout, cin_per_group, *kernel = weight.shape
+    grouped = weight.reshape(groups, cout // groups, cin_per_group, *kernel).swapaxes(1, 2)
+    return np.ascontiguousarray(grouped.reshape(groups * cin_per_group, cout // groups, *kernel))
+
+
 class GraphRewriter:
     """Collects replacements for one graph, then applies them all at once."""
 
@@ -87,6 +95,7 @@ class GraphRewriter:
         # IR version 3: every initializer is also a graph input, new ones included.
         self.initializers_are_inputs = initializers_are_inputs
         self._doomed: set[int] = set()
+        self._before: dict[int, list[onnx.NodeProto]] = {}  # nodes to insert in front of a root (a MatMul before its Add)
         self._released: set[str] = set()  # tensors the replaced nodes read
         self._function_constants: list[onnx.TensorProto] = []
 
@@ -95,32 +104,57 @@ class GraphRewriter:
         """Indices of the nodes that commit() deletes."""
         return self._doomed
 
-    def replace(self, root_index: int, nodes: tuple[int, ...], x: str, weight: np.ndarray, bias: np.ndarray, geometry) -> str:
-        """Make node ``root_index`` the Conv ``x -> (weight, bias)``; delete the other ``nodes``. Returns its name."""
+    def replace(
+        self, root_index: int, nodes: tuple[int, ...], x: str, weight: np.ndarray, bias: np.ndarray, geometry,
+        x_rank: int | None = None,
+    ) -> tuple[str, str]:
+        """Make node ``root_index`` the one operator ``x -> (weight, bias)``; delete the other ``nodes``.
+
+        Returns the name and op type of the node that now computes the root's output.  A dense form
+        becomes ``Gemm(x, W, b, transB=1)`` on a 2-D input, else ``MatMul(x, W^T)`` followed by
+        ``Add(., b)`` unless the bias is zero.
+        """
         root = self.graph.node[root_index]
         base = root.name or root.output[0]
-        conv_name = self.names.fresh(f"{base}_folded")
-        w_name = self.names.fresh(f"{conv_name}.weight")
-        b_name = self.names.fresh(f"{conv_name}.bias")
-        self._add_constant(w_name, weight)
-        self._add_constant(b_name, bias)
-        conv = make_conv(
-            conv_name,
-            x,
-            w_name,
-            b_name,
-            root.output[0],
-            geometry.kernel,
-            geometry.stride,
-            geometry.dilation,
-            geometry.pads,
-            geometry.groups,
-        )
+        name = self.names.fresh(f"{base}_folded")
+        output = root.output[0]
+        kind = geometry.kind
+        if kind == "dense" and x_rank != 2:
+            w_name = self.names.fresh(f"{name}.weight")
+            self._add_constant(w_name, np.ascontiguousarray(weight.T))
+            if np.any(bias != 0):
+                product = self.names.fresh(f"{name}.product")
+                matmul = helper.make_node("MatMul", [x, w_name], [product], name=self.names.fresh(f"{name}.matmul"))
+                b_name = self.names.fresh(f"{name}.bias")
+                self._add_constant(b_name, bias)
+                self._before[root_index] = [matmul]
+                node = helper.make_node("Add", [product, b_name], [output], name=name)
+            else:
+                node = helper.make_node("MatMul", [x, w_name], [output], name=name)
+        else:
+            w_name = self.names.fresh(f"{name}.weight")
+            b_name = self.names.fresh(f"{name}.bias")
+            self._add_constant(b_name, bias)
+            if kind == "dense":
+                self._add_constant(w_name, weight)
+                attributes = {"transB": 1} | ({"transA": 1} if geometry.transposed_input else {})
+                node = helper.make_node("Gemm", [x, w_name, b_name], [output], name=name, **attributes)
+            elif kind == "conv_transpose":
+                self._add_constant(w_name, conv_transpose_weight(weight, geometry.groups))
+                node = helper.make_node(
+                    "ConvTranspose", [x, w_name, b_name], [output], name=name, kernel_shape=list(geometry.kernel),
+                    strides=list(geometry.stride), dilations=list(geometry.dilation), pads=list(geometry.pads),
+                    output_padding=list(geometry.output_padding), group=int(geometry.groups),
+                )
+            else:
+                self._add_constant(w_name, weight)
+                node = make_conv(name, x, w_name, b_name, output, geometry.kernel, geometry.stride, geometry.dilation,
+                                 geometry.pads, geometry.groups)
         self._doomed.update(i for i in nodes if i != root_index)
         for i in nodes:
             self._released.update(t for t in self.index.nodes[i].input if t)
-        root.CopyFrom(conv)
-        return conv_name
+        root.CopyFrom(node)
+        return name, "MatMul+Add" if root_index in self._before else node.op_type
 
     def _add_constant(self, name: str, values: np.ndarray) -> None:
         if self.constants_as_nodes:
@@ -149,7 +183,7 @@ class GraphRewriter:
         for i in self._doomed:
             removed_outputs.update(index.nodes[i].output)
 
-        # Constant / Identity-of-constant nodes that fed only removed nodes go too (chains included).
+        # Constant nodes, and Identity or Transpose of constants, that fed only removed nodes go too (chains included).
         while True:
             used = self._names_read_by_kept_nodes()
             dead = {
@@ -158,7 +192,7 @@ class GraphRewriter:
                 if t in index.producer
                 and t not in used
                 and index.producer[t] not in self._doomed
-                and graph.node[index.producer[t]].op_type in ("Constant", "Identity")
+                and graph.node[index.producer[t]].op_type in ("Constant", "Identity", "Transpose")
                 and index.constant(t) is not None
             }
             if not dead:
@@ -179,9 +213,13 @@ class GraphRewriter:
             del graph.initializer[k]
         if self.initializers_are_inputs:
             _drop_named(graph.input, removed_outputs)
-        if self._function_constants:  # function bodies: the new weights become Constant nodes in front
-            constants = [helper.make_node("Constant", [], [t.name], name=t.name, value=t) for t in self._function_constants]
-            nodes = constants + list(graph.node)
+        if self._before or self._function_constants:
+            # Function bodies: the new weights become Constant nodes in front; a MatMul goes before its Add.
+            nodes = [helper.make_node("Constant", [], [t.name], name=t.name, value=t) for t in self._function_constants]
+            kept = [i for i in range(len(index.nodes)) if i not in self._doomed]
+            for position, node in zip(kept, graph.node):
+                nodes += self._before.get(position, [])
+                nodes.append(node)
             del graph.node[:]
             graph.node.extend(nodes)
         _drop_named(graph.value_info, removed_outputs)

@@ -90,18 +90,22 @@ def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]
     return copy
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     shapes = {}
     for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
         dims = value.type.tensor_type.shape.dim
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            if all(d.HasField("dim_value") for d in dims):
-                shapes[value.name] = tuple(d.dim_value for d in dims)
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
     return shapes
 
 
+def _static(shape: tuple[int | None, ...] | None) -> tuple[int, ...] | None:
+    return shape if shape is not None and None not in shape else None
+
+
 def tensor_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict | None:
-    """Static shapes of the main graph's tensors, or None when shape inference fails."""
+    """Inferred shapes of the main graph's tensors (``None`` for a dimension that is not static), or
+    None when shape inference fails."""
     try:
         return _shapes(onnx.shape_inference.infer_shapes(_light_copy(model, input_shapes)))
     except Exception:  # shape inference rejects some valid models; then there is no estimate
@@ -119,19 +123,19 @@ def flop_estimate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | N
     weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
     total = 0
     for node in model.graph.node:
-        out = shapes.get(node.output[0]) if node.output else None
+        out = _static(shapes.get(node.output[0])) if node.output else None
         if node.op_type in _MATRIX_OPS and len(node.input) < 2:
             return None  # not a valid node: the fold says why
         if node.op_type in ("Conv", "ConvTranspose"):
-            weight = weights.get(node.input[1]) or shapes.get(node.input[1])
-            x = shapes.get(node.input[0])
+            weight = weights.get(node.input[1]) or _static(shapes.get(node.input[1]))
+            x = _static(shapes.get(node.input[0]))
             if out is None or weight is None or x is None:
                 return None
             # Conv: each output element reads C/g * k taps; ConvTranspose: each input element writes M/g * k.
             reads = math.prod(weight[1:]) * math.prod(out) if node.op_type == "Conv" else math.prod(weight[1:]) * math.prod(x)
             total += 2 * reads
         elif node.op_type in ("Gemm", "MatMul"):
-            a = shapes.get(node.input[0])
+            a = _static(shapes.get(node.input[0]))
             if out is None or a is None:
                 return None
             transposed = node.op_type == "Gemm" and any(t.name == "transA" and t.i for t in node.attribute)

@@ -34,7 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import InputModelError, QarepError, UsageError
-from .graph import node_subgraphs
+from .graph import node_subgraphs, tensor_values
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
 from .providers import ProviderChoice, select_provider, session
 
@@ -167,7 +167,7 @@ def as_float32(model: onnx.ModelProto) -> onnx.ModelProto:
 
     for t in _float_tensors(copy):
         if t.data_type in _WIDE:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+            t.CopyFrom(numpy_helper.from_array(tensor_values(t).astype(np.float32), t.name))
     graphs = [copy.graph]
     nodes = [n for f in copy.functions for n in f.node]
     while graphs or nodes:
@@ -233,7 +233,7 @@ def perturbed_by_one_ulp(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelPro
 def _move_one_ulp(t: onnx.TensorProto, rng: np.random.Generator) -> bool:
     if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
         return False
-    values = numpy_helper.to_array(t)
+    values = tensor_values(t)
     if not values.size:
         return False
     direction = np.where(rng.integers(0, 2, values.shape).astype(bool), np.inf, -np.inf).astype(values.dtype)

@@ -94,3 +94,20 @@ def test_keep_post_bn(entry):
     if entry["native_file"] is not None:
         assert count(optimized, "Conv") == entry["native_conv_count"]
     assert_same_function(model, optimized)
+
+
+# Operators a fold replaces one for one: the optimized model has as many as the native export.
+SAME_COUNT = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Operators a fold removes: never more than the native export keeps (partial-fusion and TorchScript
+# nofold natives keep BatchNorms; a GELU's constant factor folds into the next Conv here).
+AT_MOST = ("BatchNormalization", "Add", "Sub", "Mul", "Div", "Pad")
+
+
+@pytest.mark.parametrize("entry", WITH_NATIVE, ids=_id)
+def test_node_counts_reach_the_native_export(entry):
+    _, optimized, _ = _optimized(entry["file"])
+    native = entry["native_op_counts"]
+    for op in SAME_COUNT:
+        assert count(optimized, op) == native.get(op, 0), op
+    for op in AT_MOST:
+        assert count(optimized, op) <= native.get(op, 0), op
