@@ -158,6 +158,8 @@ def merge_geometry(geometries: list[Geometry]) -> Geometry:
     if len(ranks) > 1:
         raise MergeRefused("RANK_MISMATCH", f"branches have different spatial ranks {sorted(ranks)}")
     cout, cin = _channel_sets(geometries)
+    if any(g.is_diagonal for g in geometries) and cout is not None and cin is not None and cout != cin:
+        raise MergeRefused("CHANNEL_MISMATCH", f"an identity term needs as many output channels as input ({cout} != {cin})")
     if not ranks:  # only diagonal forms: the sum is diagonal too
         return diagonal_geometry(cout)
     rank = ranks.pop()
@@ -217,6 +219,8 @@ def _channel_sets(geometries: list[Geometry]) -> tuple[int | None, int | None]:
 def _merge_dense(geometries: list[Geometry]) -> Geometry:
     """Gemm/MatMul branches (and the identity, when features in == out) over the same X."""
     out, cin = _channel_sets(geometries)
+    if any(g.is_diagonal for g in geometries) and out is not None and cin is not None and out != cin:
+        raise MergeRefused("CHANNEL_MISMATCH", f"an identity term needs as many output features as input ({out} != {cin})")
     dense = [g for g in geometries if g.kind == "dense"]
     if len({g.transposed_input for g in dense}) > 1 or (dense[0].transposed_input and len(dense) < len(geometries)):
         raise MergeRefused("MISALIGNED", "branches read the input along different axes (Gemm transA differs)")

@@ -376,6 +376,11 @@ class RegionFinder:
                 else:
                     found = constant_axis(constant.shape, x.rank)
                     count = None if found is None or isinstance(found, NotLinear) else _dim(constant.shape, x.rank, found)
+                if x.op is None and axis is None and isinstance(found, int):
+                    # X itself: its channels are on the axis the constant picks
+                    channels = self.index.dim(x.source, found)
+                    geometry = diagonal_geometry(channels)
+                    x = replace(x, geometry=geometry)
                 if not isinstance(found, NotLinear) and found is not None and axis is not None and found != axis:
                     what = "BatchNormalization normalizes" if step.kind == "batch_norm" else "a constant varies along"
                     found = NotLinear(

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from builders import BlockSpec, qarep_chain_model
+from builders import BlockSpec, make_builder, qarep_chain_model
 from conftest import assert_same_function, count
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
@@ -172,6 +172,89 @@ def test_random_block_folds_exactly(case, keep_post_bn):
 def test_random_chain_folds_exactly(case, keep_post_bn):
     specs, args, model = case
     _check_folds_exactly(specs, args, model, keep_post_bn)
+
+
+# -- 1b. random Gemm / MatMul / ConvTranspose regions fold exactly --------------------------------------
+
+
+def _affine_steps(b, y, channels, rank, axis, draw) -> str:
+    """Random per-channel steps on ``y`` along ``axis`` (BatchNorm only where it acts on that axis)."""
+    kinds = ["mul", "add", "sub", "div", "neg"] + (["bn"] if axis == 1 else [])
+    for kind in draw(st.lists(st.sampled_from(kinds), min_size=0, max_size=3), label="steps"):
+        shape = [1] * rank
+        shape[axis] = channels
+        if draw(st.booleans(), label="1-D constant") and axis == rank - 1:
+            shape = [channels]
+        values = b.rng.uniform(0.5, 1.5, shape) * b.rng.choice([-1, 1], shape)
+        if kind == "bn":
+            y = b.batch_norm(y, channels)
+        elif kind == "neg":
+            y = b.op("Neg", [y])
+        else:
+            y = b.op({"mul": "Mul", "add": "Add", "sub": "Sub", "div": "Div"}[kind], [y, b.const(values, kind)])
+    return y
+
+
+@st.composite
+def linear_models(draw):
+    """A Gemm, MatMul or ConvTranspose with an optional per-channel affine in front, a random chain of
+    per-channel steps after it, and an optional second branch of the same kind summed with it."""
+    dtype = DTYPES[draw(st.sampled_from(sorted(DTYPES)), label="dtype")]
+    b = make_builder(draw(st.integers(0, 2**16), label="seed"), dtype, draw(st.sampled_from(CONSTANT_FORMS), label="constants"))
+    kind = draw(st.sampled_from(["Gemm", "MatMul", "ConvTranspose"]), label="kind")
+    cin, cout = draw(st.sampled_from([2, 4, 6])), draw(st.sampled_from([2, 4, 6]))
+    if kind == "ConvTranspose":
+        groups = draw(st.sampled_from([g for g in (1, 2) if cin % g == 0 and cout % g == 0]), label="groups")
+        k, stride = draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from([1, 2]))
+        pads, out_pad = draw(st.integers(0, (k - 1) // 2 if k > 1 else 0)), draw(st.integers(0, stride - 1))
+        rank, axis = 4, 1
+        x = b.input([1, cin, 4, 4])
+        front = x
+        if draw(st.booleans(), label="scale in front"):
+            front = b.op("Mul", [x, b.const(b.rng.uniform(0.5, 1.5, (1, cin, 1, 1)), "t")])
+        weights = [b.const(b.rng.standard_normal((cin, cout // groups, k, k)) * 0.3, "w") for _ in range(2)]
+
+        def leaf(w):
+            return b.op("ConvTranspose", [front, w, b.const(b.rng.standard_normal(cout) * 0.1, "b")], strides=[stride] * 2,
+                        pads=[pads] * 4, output_padding=[out_pad] * 2, group=groups)
+    else:
+        rank = 2 if kind == "Gemm" else draw(st.sampled_from([2, 3]), label="rank")
+        axis = rank - 1
+        x = b.input([3, cin] if rank == 2 else [2, 3, cin])
+        front = x
+        if draw(st.booleans(), label="affine in front"):
+            shape = [cin] if draw(st.booleans()) else [1] * (rank - 1) + [cin]
+            front = b.op("Add", [b.op("Mul", [x, b.const(b.rng.uniform(0.5, 1.5, shape), "t")]), b.const(b.rng.standard_normal(shape), "s")])
+        trans_b = draw(st.booleans(), label="transB")
+        alpha, beta = draw(st.sampled_from([1.0, 0.5, -2.0])), draw(st.sampled_from([1.0, 0.25]))
+
+        def leaf(w):
+            if kind == "MatMul":
+                return b.op("MatMul", [front, w])
+            return b.op("Gemm", [front, w, b.const(b.rng.standard_normal(cout) * 0.1, "c")], transB=int(trans_b), alpha=alpha, beta=beta)
+
+        weights = [b.const(b.rng.standard_normal((cout, cin) if (kind == "Gemm" and trans_b) else (cin, cout)) * 0.3, "w")
+                   for _ in range(2)]
+    y = leaf(weights[0])
+    if draw(st.booleans(), label="second branch"):
+        y = b.op("Add", [y, leaf(weights[1])])
+    y = _affine_steps(b, y, cout, rank, axis, lambda s, label: draw(s, label=label))
+    return b.model([y])
+
+
+@scaled(0.5)
+@given(linear_models(), st.booleans())
+def test_random_linear_region_folds_exactly(model, keep_post_bn):
+    linear = ("Gemm", "MatMul", "ConvTranspose")  # a 2-D MatMul folds into a Gemm
+    optimized, report = qarep_onnx.optimize(model, keep_post_bn=keep_post_bn)
+    assert_same_function(model, optimized)
+    assert sum(count(optimized, op) for op in linear) <= sum(count(model, op) for op in linear)
+    if not report.refusals and not keep_post_bn:
+        leftover = {n.op_type for n in optimized.graph.node} - {"Gemm", "MatMul", "ConvTranspose", "Add", "Constant", "Identity"}
+        assert not leftover, leftover
+        assert count(optimized, "Add") <= 1 and len(optimized.graph.node) - count(optimized, "Constant") - count(optimized, "Identity") <= 2
+    again, second = qarep_onnx.optimize(optimized, keep_post_bn=keep_post_bn)
+    assert second.regions_folded == 0 and again.SerializeToString() == optimized.SerializeToString()
 
 
 # -- 2. random mutations fold correctly or not at all ----------------------------------------------
