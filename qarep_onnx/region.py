@@ -533,9 +533,10 @@ class RegionFinder:
     ) -> tuple[str, str, int] | None:
         """Walk up from ``start`` to a tensor computed from one of ``targets``; name what broke the chain.
 
-        A non-linear operator (a Relu) is reported only when its own output is summed as a term
-        (``Relu(x)`` as the identity term): where a Conv reads it, as in a ResNet residual, the
-        branch is a deeper non-linear network and the block simply ends there.
+        A non-linear operator (a Relu, or a product of two tensors such as GELU's) is reported only
+        when its own output is summed as a term (``Relu(x)`` as the identity term, a branch scaled
+        by a graph input): where a Conv reads it, as in a ResNet residual or a transformer's MLP,
+        the branch is a deeper non-linear network and the block simply ends there.
         """
         index = self.index
         queue = deque([(start, consumer, 0)])
@@ -561,7 +562,7 @@ class RegionFinder:
                 elif isinstance(reason, ZeroPad):
                     reason = NotLinear("BLOCKING_OP", f"Pad '{node_label(node)}' pads a tensor no Conv reads directly")
                 if isinstance(reason, NotLinear):
-                    if reason.code == "NONLINEAR" and (depth > 0 or start_has_leaf):
+                    if reason.code in ("NONLINEAR", "NOT_LINEAR") and (depth > 0 or start_has_leaf):
                         continue  # a deeper non-linear branch: not a block, nothing to report
                     code = "BLOCKING_OP" if reason.code == "NONLINEAR" else reason.code
                     return code, reason.message, producer

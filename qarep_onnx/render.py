@@ -12,6 +12,8 @@ from .report import Report
 from .validation import ValidationResult
 
 SHOWN_OPS = ("Conv", "BatchNormalization", "Add", "Mul")
+# Shown too when the model has any: the other operators a fold produces or removes.
+SHOWN_IF_PRESENT = ("ConvTranspose", "Gemm", "MatMul", "Div", "Sub", "Pad")
 
 
 def _count(n: int | None) -> str:
@@ -24,8 +26,11 @@ def _count(n: int | None) -> str:
 
 
 def summary_lines(report: Report, explained: bool = False) -> list[str]:
-    lines = [f"folded {report.blocks_folded} blocks ({report.regions_folded} regions) into single Convs"]
-    rows = [(op, str(report.op_counts_before.get(op, 0)), str(report.op_counts_after.get(op, 0))) for op in SHOWN_OPS]
+    target = "Convs" if all(f.op_type == "Conv" for f in report.folds) else "operators"
+    lines = [f"folded {report.blocks_folded} blocks ({report.regions_folded} regions) into single {target}"]
+    before, after = report.op_counts_before, report.op_counts_after
+    shown = list(SHOWN_OPS) + [op for op in SHOWN_IF_PRESENT if before.get(op) or after.get(op)]
+    rows = [(op, str(before.get(op, 0)), str(after.get(op, 0))) for op in shown]
     if report.stats_before and report.stats_after:
         rows.append(("parameters", _count(report.stats_before.parameters), _count(report.stats_after.parameters)))
         rows.append(("FLOPs (est.)", _count(report.stats_before.flops), _count(report.stats_after.flops)))
@@ -44,13 +49,15 @@ def summary_lines(report: Report, explained: bool = False) -> list[str]:
 def explain_lines(report: Report) -> list[str]:
     lines = []
     for fold in report.folds:
-        geometry = (
-            f"{'x'.join(map(str, fold.kernel))} stride {'x'.join(map(str, fold.stride))} "
-            f"dilation {'x'.join(map(str, fold.dilation))} groups {fold.groups}"
-        )
+        geometry = ""
+        if fold.kernel:
+            geometry = (
+                f" ({'x'.join(map(str, fold.kernel))} stride {'x'.join(map(str, fold.stride))} "
+                f"dilation {'x'.join(map(str, fold.dilation))} groups {fold.groups})"
+            )
         where = f" in {fold.graph}" if fold.graph else ""
         lines.append(
-            f"folded  {fold.output!r}{where}: {fold.branches} branch(es) -> Conv {fold.conv_name!r} ({geometry}); "
+            f"folded  {fold.output!r}{where}: {fold.branches} branch(es) -> {fold.op_type} {fold.conv_name!r}{geometry}; "
             f"removed {len(fold.removed_nodes)} nodes: {', '.join(fold.removed_nodes)}"
         )
     for refusal in report.refusals:
