@@ -351,3 +351,18 @@ def test_a_gemm_block_inside_a_function_folds():
     optimized, report = _folded(model)
     assert report.regions_folded == 1
     assert [n.op_type for n in optimized.functions[0].node] == ["Constant", "Constant", "Gemm"]
+
+
+def test_the_scalar_tail_of_an_activation_stays_for_onnxruntime_to_fuse():
+    """GELU as exported (x * (1 + erf(x / sqrt 2)) * 0.5): folding the 0.5 into the next Conv would
+    break onnxruntime's Gelu fusion; a per-channel scale after a Relu folds."""
+    b = GraphBuilder(seed=23)
+    x = b.input([1, 8, 6, 6])
+    erf = b.op("Erf", [b.op("Div", [x, b.const(np.array(1.4142135), "sqrt2")])])
+    gelu = b.op("Mul", [b.op("Mul", [x, b.op("Add", [erf, b.const(np.array(1.0), "one")])]), b.const(np.array(0.5), "half")])
+    after_gelu = b.conv(gelu, 8, 8, 1, pad=0)
+    scaled = b.op("Mul", [b.op("Relu", [after_gelu]), b.const(b.rng.uniform(0.5, 2, (1, 8, 1, 1)), "s")])
+    model = b.model([b.conv(scaled, 8, 8, 1, pad=0)])
+    optimized, report = _folded(model)
+    assert count(optimized, "Mul") == count(model, "Mul") - 1 and report.regions_folded == 1
+    assert any(n.op_type == "Mul" and "half" in n.input[1] for n in optimized.graph.node)
