@@ -24,8 +24,11 @@ from .errors import QarepError
 
 ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 CHOICES = ("auto", "cpu", "cuda", "tensorrt")
-# Validation needs real float32 on the GPU: TF32 matmuls would differ by about 1e-3.
-_PROVIDER_OPTIONS = {"cuda": {"use_tf32": "0"}, "tensorrt": {}, "cpu": {}}
+# Validation needs real float32 on the GPU: TF32 matmuls would differ by about 1e-3.  cuDNN's
+# heuristic algorithm choice (not a timed search) keeps the convolutions of the runs compared
+# the same from one session to the next.
+_PROVIDER_OPTIONS = {"cuda": {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}, "tensorrt": {}, "cpu": {}}
+_INSTALL_HINT = 'pip install "qarep-onnx[cuda]" installs them beside onnxruntime-gpu'
 
 
 class ProviderError(QarepError):
@@ -45,6 +48,30 @@ class ProviderChoice:
         if self.name == "cpu":
             return ["CPUExecutionProvider"]
         return [(ORT_NAMES[self.name], self.options), "CPUExecutionProvider"]
+
+    def for_timing(self) -> ProviderChoice:
+        """The same provider with its default options (what a deployment runs), for latency."""
+        return ProviderChoice(self.name, self.note)
+
+
+@functools.cache
+def preload_gpu_libraries() -> bool:
+    """Let onnxruntime find the CUDA and cuDNN libraries of pip's nvidia-* wheels (``qarep-onnx[cuda]``).
+
+    ``onnxruntime.preload_dlls`` exists from onnxruntime 1.21; older versions, or a machine without
+    those wheels, simply skip it (the provider probe then says what is missing).  True when it ran.
+    """
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return False
+    try:
+        with _silenced():
+            preload(cuda=True, cudnn=True, msvc=False)
+    except Exception:  # missing libraries are reported by the probe, in one line
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -85,6 +112,7 @@ def probe(name: str) -> str | None:
         return None
     if ORT_NAMES[name] not in ort.get_available_providers():
         return f"this onnxruntime build ({ort.__version__}) has no {ORT_NAMES[name]}; install onnxruntime-gpu"
+    preload_gpu_libraries()
     options = ort.SessionOptions()
     options.log_severity_level = 4
     try:
@@ -96,7 +124,7 @@ def probe(name: str) -> str | None:
         return f"{ORT_NAMES[name]} failed to start ({str(exc).splitlines()[0][:160]})"
     if session.get_providers()[0] != ORT_NAMES[name]:
         needs = "CUDA 13 and cuDNN 9" if name == "cuda" else "TensorRT, CUDA 13 and cuDNN 9"
-        return f"{ORT_NAMES[name]} could not start: its libraries ({needs}) or a GPU are missing"
+        return f"{ORT_NAMES[name]} could not start: its libraries ({needs}) or a GPU are missing; {_INSTALL_HINT}"
     return None
 
 

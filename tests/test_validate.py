@@ -1,5 +1,7 @@
 """Validation and provider selection: mismatches are caught, inputs are generated, providers resolve."""
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -8,6 +10,9 @@ from onnx import helper, numpy_helper
 
 import qarep_onnx
 from qarep_onnx.providers import ProviderError, probe, select_provider
+
+# benchmarks/gpu_check.sh runs these tests on a GPU with QAREP_TEST_PROVIDER=cuda.
+PROVIDER = os.environ.get("QAREP_TEST_PROVIDER", "cpu")
 from qarep_onnx.inputs import random_input_sets
 
 
@@ -18,12 +23,12 @@ def _folded():
 
 def test_a_correct_fold_passes_and_a_perturbed_weight_fails():
     model, optimized = _folded()
-    assert qarep_onnx.validate(model, optimized, provider="cpu").passed
+    assert qarep_onnx.validate(model, optimized, provider=PROVIDER).passed
     weight = next(t for t in optimized.graph.initializer if t.name.endswith(".weight"))
     values = numpy_helper.to_array(weight).copy()
     values[0, 0, 1, 1] += 1e-3
     weight.CopyFrom(numpy_helper.from_array(values, weight.name))
-    result = qarep_onnx.validate(model, optimized, provider="cpu")
+    result = qarep_onnx.validate(model, optimized, provider=PROVIDER)
     assert not result.passed and result.worst.max_abs_error > 1e-4
 
 
@@ -31,15 +36,15 @@ def test_validate_accepts_paths(tmp_path):
     model, optimized = _folded()
     onnx.save(model, tmp_path / "a.onnx")
     onnx.save(optimized, tmp_path / "b.onnx")
-    assert qarep_onnx.validate(tmp_path / "a.onnx", tmp_path / "b.onnx", provider="cpu").passed
+    assert qarep_onnx.validate(tmp_path / "a.onnx", tmp_path / "b.onnx", provider=PROVIDER).passed
 
 
 def test_optimize_with_validate_raises_on_mismatch_and_reports_on_success():
     model, _ = _folded()
-    result = qarep_onnx.optimize(model, validate=True, provider="cpu")
+    result = qarep_onnx.optimize(model, validate=True, provider=PROVIDER)
     assert result.report.validation.passed
     with pytest.raises(qarep_onnx.ValidationError, match="differs by"):
-        qarep_onnx.optimize(model, validate=True, provider="cpu", rtol=0.0, atol=0.0)
+        qarep_onnx.optimize(model, validate=True, provider=PROVIDER, rtol=0.0, atol=0.0)
 
 
 def _symbolic_model():
@@ -64,7 +69,7 @@ def test_several_inputs_of_several_types_and_outputs_validate():
     feeds = random_input_sets(model, input_shapes={"images": (1, 8, 6, 6)})[0].feeds
     assert feeds["index"].dtype == np.int64 and set(np.unique(feeds["index"])) <= {0, 1}
     assert feeds["flag"].dtype == np.bool_
-    result = qarep_onnx.optimize(model, validate=True, provider="cpu", input_shapes={"images": (1, 8, 6, 6)})
+    result = qarep_onnx.optimize(model, validate=True, provider=PROVIDER, input_shapes={"images": (1, 8, 6, 6)})
     assert result.report.blocks_folded == 1
     assert len(result.report.validation.outputs) == 3 and result.report.validation.passed
 
@@ -118,7 +123,7 @@ def _fixture(name):
 @pytest.mark.parametrize("name", [SHALLOW, DEEP, "yolonas_deep__dynamo"])
 def test_a_correct_fold_passes_with_the_defaults_and_reports_its_noise(name):
     model, optimized, _ = _fixture(name)
-    result = qarep_onnx.validate(model, optimized, provider="cpu", samples=3)
+    result = qarep_onnx.validate(model, optimized, provider=PROVIDER, samples=3)
     assert result.passed and result.tolerance == "calibrated" and len(result.samples) == 3
     for o in result.outputs:
         assert o.noise_floor > 0 and o.noise_multiple < result.factor / 2
@@ -128,10 +133,10 @@ def test_a_correct_fold_passes_with_the_defaults_and_reports_its_noise(name):
 def test_the_deep_fixture_is_beyond_a_fixed_1e5_and_its_own_native_export_validates():
     model, optimized, _ = _fixture(DEEP)
     native = onnx.load(FIXTURES / f"{DEEP}__native.onnx")
-    fixed = qarep_onnx.validate(model, native, provider="cpu", rtol=1e-5)
+    fixed = qarep_onnx.validate(model, native, provider=PROVIDER, rtol=1e-5)
     assert not fixed.passed  # what a fixed tolerance would say about PyTorch's own fuse
-    assert qarep_onnx.validate(model, native, provider="cpu").passed
-    assert not qarep_onnx.validate(model, optimized, provider="cpu", rtol=1e-6).passed
+    assert qarep_onnx.validate(model, native, provider=PROVIDER).passed
+    assert not qarep_onnx.validate(model, optimized, provider=PROVIDER, rtol=1e-6).passed
 
 
 @pytest.mark.parametrize("name", [SHALLOW, DEEP])
@@ -139,7 +144,7 @@ def test_the_deep_fixture_is_beyond_a_fixed_1e5_and_its_own_native_export_valida
 def test_a_broken_fold_fails(name, breakage):
     model, optimized, report = _fixture(name)
     broken = drop_branch(model, report) if breakage == "a branch dropped" else BREAKAGES[breakage](optimized, report)
-    result = qarep_onnx.validate(model, broken, provider="cpu")
+    result = qarep_onnx.validate(model, broken, provider=PROVIDER)
     assert result.status == "failed"
     assert result.worst.noise_multiple > 4 * result.factor  # far from the border, not a lucky call
 
@@ -149,17 +154,17 @@ def test_validate_command_accepts_the_native_export_and_rejects_a_broken_fold(tm
     broken = tmp_path / "broken.onnx"
     onnx.save(BREAKAGES["one channel x1.01"](optimized, report), broken)
     report_path = tmp_path / "v.json"
-    ok = cli("validate", "--provider", "cpu", "--samples", "2", "--json", report_path,
+    ok = cli("validate", "--provider", PROVIDER, "--samples", "2", "--json", report_path,
              FIXTURES / f"{DEEP}.onnx", FIXTURES / f"{DEEP}__native.onnx")
     assert ok.returncode == 0, ok.stderr
     assert "validation passed" in ok.stdout and "the model's own float noise" in ok.stdout
     document = json.loads(report_path.read_text())
     assert document["schema_version"] == 2 and document["validation"]["status"] == "passed"
     assert len(document["validation"]["samples"]) == 2
-    failed = cli("validate", "--provider", "cpu", FIXTURES / f"{DEEP}.onnx", broken)
+    failed = cli("validate", "--provider", PROVIDER, FIXTURES / f"{DEEP}.onnx", broken)
     assert failed.returncode == 4 and "validation FAILED" in failed.stdout
     assert len(failed.stderr.strip().splitlines()) == 1 and "differs by" in failed.stderr
-    api = qarep_onnx.validate(FIXTURES / f"{DEEP}.onnx", broken, provider="cpu")
+    api = qarep_onnx.validate(FIXTURES / f"{DEEP}.onnx", broken, provider=PROVIDER)
     assert api.status == "failed" and api.worst.name in failed.stderr
 
 
@@ -170,7 +175,7 @@ def test_validate_command_needs_models_with_the_same_inputs_and_outputs(tmp_path
     other.graph.output[0].name = "renamed"
     other.graph.node[-1].output[0] = "renamed"
     onnx.save(other, b)
-    result = cli("validate", "--provider", "cpu", a, b)
+    result = cli("validate", "--provider", PROVIDER, a, b)
     assert result.returncode == 2 and "no output" in result.stderr
 
 
@@ -192,10 +197,10 @@ def test_real_inputs_from_npz_and_npy(tmp_path):
     np.save(tmp_path / "x.npy", images)
     np.savez(tmp_path / "x.npz", x=images)
     for name in ("x.npy", "x.npz"):
-        result = qarep_onnx.validate(model, optimized, provider="cpu", inputs=[tmp_path / name])
+        result = qarep_onnx.validate(model, optimized, provider=PROVIDER, inputs=[tmp_path / name])
         assert result.passed and result.samples == (f"file {name}",)
     onnx.save(model, tmp_path / "m.onnx")
-    run = cli("optimize", "--validate", "--provider", "cpu", "--inputs", tmp_path / "x.npz", "--inputs", tmp_path / "x.npy",
+    run = cli("optimize", "--validate", "--provider", PROVIDER, "--inputs", tmp_path / "x.npz", "--inputs", tmp_path / "x.npy",
               tmp_path / "m.onnx", tmp_path / "o.onnx")
     assert run.returncode == 0 and "2 input sets" in run.stdout, run.stderr
 
@@ -211,7 +216,7 @@ def test_an_input_file_that_does_not_fit_is_one_line(arrays, says, tmp_path):
     model, _ = _folded()
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "bad.npz", **arrays)
-    result = cli("optimize", "--validate", "--provider", "cpu", "--inputs", tmp_path / "bad.npz", tmp_path / "m.onnx",
+    result = cli("optimize", "--validate", "--provider", PROVIDER, "--inputs", tmp_path / "bad.npz", tmp_path / "m.onnx",
                  tmp_path / "o.onnx")
     assert result.returncode == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.onnx").exists()
@@ -250,17 +255,17 @@ def test_a_loop_that_never_runs_proves_nothing(tmp_path):
     np.savez(tmp_path / "zero.npz", x=x, trips=np.array(0, np.int64))
     np.savez(tmp_path / "two.npz", x=x, trips=np.array(2, np.int64))
     with pytest.raises(qarep_onnx.ValidationError, match="proves nothing.*never reached"):
-        qarep_onnx.optimize(model, validate=True, provider="cpu", inputs=[tmp_path / "zero.npz"])
-    result = qarep_onnx.optimize(model, validate=True, provider="cpu", inputs=[tmp_path / "zero.npz", tmp_path / "two.npz"])
+        qarep_onnx.optimize(model, validate=True, provider=PROVIDER, inputs=[tmp_path / "zero.npz"])
+    result = qarep_onnx.optimize(model, validate=True, provider=PROVIDER, inputs=[tmp_path / "zero.npz", tmp_path / "two.npz"])
     assert result.report.validation.passed and result.report.blocks_folded == 1
     path = tmp_path / "loop.onnx"
     onnx.save(model, path)
-    cli_run = cli("optimize", "--validate", "--provider", "cpu", "--inputs", tmp_path / "zero.npz", path, tmp_path / "o.onnx")
+    cli_run = cli("optimize", "--validate", "--provider", PROVIDER, "--inputs", tmp_path / "zero.npz", path, tmp_path / "o.onnx")
     assert cli_run.returncode == 4 and "INCONCLUSIVE" in cli_run.stdout and not (tmp_path / "o.onnx").exists()
 
 
 def test_the_default_random_trip_count_reaches_the_loop():
-    result = qarep_onnx.optimize(_loop_block_model(), validate=True, provider="cpu")
+    result = qarep_onnx.optimize(_loop_block_model(), validate=True, provider=PROVIDER)
     assert result.report.validation.passed
 
 
@@ -271,13 +276,13 @@ def test_a_branch_never_taken_proves_nothing(tmp_path):
     x = np.random.default_rng(3).standard_normal((1, 8, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "else.npz", x=x, cond=np.array(False))
     np.savez(tmp_path / "then.npz", x=x, cond=np.array(True))
-    failed = qarep_onnx.optimize(model, provider="cpu")  # folds in the main graph and in the then-branch
+    failed = qarep_onnx.optimize(model, provider=PROVIDER)  # folds in the main graph and in the then-branch
     assert failed.report.blocks_folded == 2
     with pytest.raises(qarep_onnx.ValidationError) as caught:
-        qarep_onnx.optimize(model, validate=True, provider="cpu", inputs=[tmp_path / "else.npz"])
+        qarep_onnx.optimize(model, validate=True, provider=PROVIDER, inputs=[tmp_path / "else.npz"])
     validation = caught.value.report.validation
     assert validation.status == "inconclusive" and len(validation.unproven) == 1 and "then_branch" in validation.unproven[0]
-    both = qarep_onnx.optimize(model, validate=True, provider="cpu", inputs=[tmp_path / "else.npz", tmp_path / "then.npz"])
+    both = qarep_onnx.optimize(model, validate=True, provider=PROVIDER, inputs=[tmp_path / "else.npz", tmp_path / "then.npz"])
     assert both.report.validation.passed
 
 
@@ -290,8 +295,72 @@ def test_empty_outputs_are_said_and_only_empty_outputs_prove_nothing():
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.int64), init.name))
     empty = b.op("Slice", [y, starts, ends, axes])
     both = b.model([empty, y])
-    result = qarep_onnx.optimize(both, validate=True, provider="cpu").report.validation
+    result = qarep_onnx.optimize(both, validate=True, provider=PROVIDER).report.validation
     assert result.passed and any("empty" in n for n in result.notes)
     only_empty = b.model([empty])
     with pytest.raises(qarep_onnx.ValidationError, match="empty"):
-        qarep_onnx.optimize(only_empty, validate=True, provider="cpu")
+        qarep_onnx.optimize(only_empty, validate=True, provider=PROVIDER)
+
+
+# -- the GPU path, as far as a machine without one can check it ----------------------------------------
+
+import importlib.metadata  # noqa: E402
+import re  # noqa: E402
+
+from qarep_onnx import providers  # noqa: E402
+from qarep_onnx.bench import compare  # noqa: E402
+
+
+def test_the_cuda_extra_names_extras_onnxruntime_gpu_declares():
+    ours = importlib.metadata.distribution("qarep-onnx").requires or []
+    (cuda,) = [r for r in ours if 'extra == "cuda"' in r]
+    extras = set(re.search(r"onnxruntime-gpu\[([^\]]+)\]", cuda).group(1).split(","))
+    declared = set(importlib.metadata.distribution("onnxruntime-gpu").metadata.get_all("Provides-Extra") or [])
+    assert extras == {"cuda", "cudnn"} and extras <= declared
+    assert not any("extra" not in r and "nvidia" in r for r in ours)  # the CPU install stays as it is
+
+
+def test_preloading_gpu_libraries_is_guarded(monkeypatch):
+    import onnxruntime as ort
+
+    providers.preload_gpu_libraries.cache_clear()
+    monkeypatch.delattr(ort, "preload_dlls", raising=False)
+    assert providers.preload_gpu_libraries() is False  # an onnxruntime without it: skipped
+    providers.preload_gpu_libraries.cache_clear()
+
+    def broken(**kwargs):
+        raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(ort, "preload_dlls", broken, raising=False)
+    assert providers.preload_gpu_libraries() is False  # missing libraries: no exception, the probe says why
+    providers.preload_gpu_libraries.cache_clear()
+    calls = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda **kwargs: calls.append(kwargs), raising=False)
+    assert providers.preload_gpu_libraries() is True and calls == [{"cuda": True, "cudnn": True, "msvc": False}]
+    providers.preload_gpu_libraries.cache_clear()
+
+
+def test_the_cuda_probe_says_in_one_line_what_to_install():
+    providers.probe.cache_clear()
+    reason = providers.probe("cuda")
+    providers.probe.cache_clear()
+    if reason is None:
+        pytest.skip("CUDA works on this machine")
+    assert "\n" not in reason and ("qarep-onnx[cuda]" in reason or "onnxruntime-gpu" in reason)
+
+
+def test_validation_runs_on_cuda_without_tf32_and_with_a_fixed_algorithm_choice():
+    choice = select_provider("cuda", probe=lambda name: None)
+    (cuda, options), cpu = choice.session_providers
+    assert cuda == "CUDAExecutionProvider" and options["use_tf32"] == "0" and cpu == "CPUExecutionProvider"
+    assert options["cudnn_conv_algo_search"] == "DEFAULT"
+    timing = choice.for_timing()
+    assert timing.session_providers[0] == ("CUDAExecutionProvider", {})  # latency: the provider's defaults
+
+
+def test_bench_through_io_binding_times_real_runs():
+    model, optimized = _folded()
+    choice = select_provider("cpu")
+    bound = compare([model, optimized], choice, warmup=1, runs=5, io_binding=True)
+    plain = compare([model, optimized], choice, warmup=1, runs=5, io_binding=False)
+    assert all(l.runs == 5 and l.median_ms > 0 for l in bound + plain)
