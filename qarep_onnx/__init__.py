@@ -32,6 +32,12 @@ _EXPORTS = {
     "validate": "validation",
     "load_model": "io",
     "save_model": "io",
+    # INT8 (issue 11)
+    "int8_report": "int8.api",
+    "quantize": "int8.api",
+    "QuantizeResult": "int8.api",
+    "Int8Report": "int8.report",
+    "QuantizeReport": "int8.report",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -53,6 +59,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above are imported lazily
     from .api import OptimizeResult, optimize
     from .errors import InputModelError, OutputPathError, QarepError, UsageError, ValidationError
+    from .int8.api import QuantizeResult, int8_report, quantize
+    from .int8.report import Int8Report, QuantizeReport
     from .io import load_model, save_model
     from .providers import ProviderError
     from .report import Fold, Refusal, Report

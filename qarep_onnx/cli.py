@@ -1,4 +1,4 @@
-"""Command line: ``qarep-onnx optimize | inspect | validate | bench``.  The only module that prints.
+"""Command line: ``qarep-onnx optimize | inspect | validate | bench | int8 | quantize``.  The only module that prints.
 
 Every library error becomes one line on stderr and the error's exit code, never a traceback:
 0 success, 1 other error, 2 bad input or usage, 3 output not writable (or it would overwrite an
@@ -21,14 +21,15 @@ import click
 from . import __version__
 from .api import optimize_loaded
 from .bench import compare
-from .errors import OutputPathError, QarepError, ValidationError
+from .errors import QarepError, UsageError, ValidationError
+from .int8.sensitivity import DEFAULT_MAX_LAYERS, DEFAULT_TARGET_SQNR_DB
 from .inputs import check_same_inputs
 from .io import LoadedModel, external_data_location, load_model, read_model, save_model, write_text
 from .paths import OutputPath, check_outputs, resolve_output
 from .progress import progress_log, step
 from .providers import CHOICES, select_provider
 from .render import explain_lines, latency_lines, summary_lines, validation_lines
-from .report import Report, validation_report
+from .report import validation_report
 from .validation import validate as validate_models
 
 
@@ -270,6 +271,147 @@ def bench_command(obj, input_path, optimized_path, provider, runs, warmup, keep_
     with click.progressbar(length=runs, label="benchmarking", file=sys.stderr, hidden=hidden) as bar:
         before, after = compare([original, optimized], choice, warmup, runs, input_shapes, lambda: bar.update(1))
     out.lines(latency_lines(before, after, choice.note))
+
+
+# ---------------------------------------------------------------------------------------------------
+# INT8 (issue 11): `int8` reports what post-training quantization does to a model and its folded
+# form; `quantize` folds and writes the Q/DQ model.  The work is in qarep_onnx.int8; this block only
+# parses options, checks output paths, shows progress and prints.
+# ---------------------------------------------------------------------------------------------------
+
+
+
+def _int8_input_options(f):
+    """Calibration and held-out inputs, random sets otherwise, and input shapes."""
+    options = [
+        click.option("--calib", "calib_files", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+                     help="Calibration inputs: .npz keyed by input name, or .npy for a one-input model, or a folder of them "
+                          "(repeatable). Without --holdout the last fifth of them (at least one) measure instead."),
+        click.option("--holdout", "holdout_files", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+                     help="Held-out inputs (files or a folder) to measure FP32 against INT8 (repeatable; needs --calib)."),
+        click.option("--samples", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Without --calib: random normal calibration sets (2 more measure). The figures then mean little."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs."),
+        click.option("--target-sqnr", type=float, default=DEFAULT_TARGET_SQNR_DB, show_default=True, callback=_finite, metavar="DB",
+                     help="End-to-end SQNR (worst output) the layers kept in float must reach."),
+        click.option("--max-layers", type=click.IntRange(min=1), default=DEFAULT_MAX_LAYERS, show_default=True,
+                     help="Layers the sensitivity analysis measures at most (those predicted costliest)."),
+        _input_shape_option,
+        click.option("--provider", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
+                     help="onnxruntime provider that runs the float and Q/DQ models; auto uses CUDA when it really "
+                          "works here, else the CPU."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+class _Int8Progress:
+    """A progress bar per phase of the sensitivity analysis, on stderr at a terminal only."""
+
+    def __init__(self, hidden: bool) -> None:
+        self.hidden = hidden
+        self.phase = None
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase or self.bar is None:
+            self.close()
+            self.phase, self.done = phase, 0
+            self.bar = click.progressbar(length=total, label=phase, file=sys.stderr, hidden=self.hidden)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+        if done >= total:  # end the bar's line before the next log line
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@cli.command("int8")
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@_int8_input_options
+@click.option("--no-sensitivity", is_flag=True, help="Skip the per-layer sensitivity analysis.")
+@click.option("--all-layers", is_flag=True, help="List every layer (default: the outliers and the worst ones).")
+@_json_option
+@click.pass_obj
+def int8_command(obj, model_path, calib_files, holdout_files, samples, seed, target_sqnr, max_layers, input_shapes,
+                 provider, no_sensitivity, all_layers, json_path) -> None:
+    """Report what int8 post-training quantization does to MODEL (and to its folded form); writes nothing but --json."""
+    from .int8 import int8_report
+    from .int8.render import int8_lines
+
+    out = _Output(obj["quiet"], json_path == "-")
+    planned = _planned(("--json", json_path))
+    check_outputs(planned, _inputs_of("MODEL", model_path))
+    loaded = _load(model_path, "MODEL")
+    check_outputs(planned, _inputs_of("MODEL", model_path, loaded))
+    with _Int8Progress(obj["quiet"] or not sys.stderr.isatty()) as progress:
+        report = int8_report(
+            loaded.model, calib=list(calib_files) or None, holdout=list(holdout_files) or None, samples=samples,
+            seed=seed, target_sqnr=target_sqnr, max_layers=max_layers, sensitivity=not no_sensitivity,
+            provider=provider, input_shapes=input_shapes, progress=progress,
+        )
+    out.lines(int8_lines(report, str(model_path), all_layers) + _notes(planned))
+    _write_json(report.to_dict(), json_path)
+
+
+@cli.command("quantize")
+@click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
+@_int8_input_options
+@click.option("--exclude", "exclude", multiple=True, metavar="NODE|auto",
+              help="A layer (ONNX node name after the fold) to keep in float (repeatable), or 'auto' for the set the "
+                   "sensitivity analysis suggests for --target-sqnr.")
+@click.option("--no-fold", is_flag=True, help="Quantize IN as it is, without folding its blocks first.")
+@click.option("--force", is_flag=True, help="Allow OUT to be the same file as IN.")
+@_json_option
+@click.pass_obj
+def quantize_command(obj, input_path, output_path, calib_files, holdout_files, samples, seed, target_sqnr, max_layers,
+                     input_shapes, provider, exclude, no_fold, force, json_path) -> None:
+    """Fold IN (as optimize does), quantize it to int8 Q/DQ for TensorRT, check it on onnxruntime, and write OUT."""
+    from .int8 import quantize
+    from .int8.render import quantize_lines
+
+    if "auto" in exclude and len(exclude) > 1:
+        raise UsageError("--exclude auto chooses the layers itself; give it alone, or name the layers")
+    out = _Output(obj["quiet"], json_path == "-")
+    allow = ("OUT", "IN") if force else None
+    planned = _planned(("OUT", output_path), ("--json", json_path))
+    check_outputs(planned, _inputs_of("IN", input_path), allow)
+    loaded = _load(input_path, "IN")
+    protected = _inputs_of("IN", input_path, loaded)
+    external = True if loaded.external_data else None
+    if external:
+        location = external_data_location(planned[0], external)
+        planned.append(resolve_output(planned[0].target.parent / location, "the external data file", make_folders=True))
+    check_outputs(planned, protected, allow)
+    with _Int8Progress(obj["quiet"] or not sys.stderr.isatty()) as progress:
+        result = quantize(
+            loaded.model, calib=list(calib_files) or None, holdout=list(holdout_files) or None, samples=samples,
+            seed=seed, exclude="auto" if exclude == ("auto",) else list(exclude), fold=not no_fold,
+            target_sqnr=target_sqnr, max_layers=max_layers, provider=provider, input_shapes=input_shapes,
+            progress=progress,
+        )
+    with step(f"saving {output_path}"):
+        data_file = save_model(result.model, output_path, external_data=external, keep_model=False,
+                               protected=[p for p in protected if allow is None or p[0] != "IN"])
+    lines = summary_lines(result.report.fold) if result.report.fold is not None else []
+    wrote = f"wrote {output_path}" + (f" (weights in {data_file.name})" if data_file else "")
+    out.lines(lines + quantize_lines(result.report) + _notes(planned) + [wrote])
+    _write_json(result.report.to_dict(), json_path)
+
+# --------------------------------------------------------------------------------------- end of INT8
 
 
 class _StderrHandler(logging.StreamHandler):

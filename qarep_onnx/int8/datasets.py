@@ -1,0 +1,105 @@
+"""Which input sets calibrate and which measure: the user's files, split, or seeded random sets.
+
+Calibration and evaluation never share a set.  With ``--holdout`` files, those measure and every
+``--calib`` file calibrates.  Without, the ``--calib`` files are split in the order given: the last
+:func:`holdout_count` of them (a fifth, at least one) are held out, and the report names them; one
+file alone cannot be split and is an error.  Files follow the validation command's conventions
+(``.npz`` keyed by input name, ``.npy`` for a one-input model: :mod:`qarep_onnx.inputs`); a folder
+stands for every such file in it, in name order.
+
+Without files, ``samples`` calibration sets and :data:`RANDOM_HOLDOUT` held-out sets are drawn,
+all standard normal noise (one seed per set, so the two never coincide).  Activation ranges of
+noise are not those of real data, so the figures then say little about a real deployment, and the
+report says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import onnx
+
+from ..errors import UsageError
+from ..inputs import InputSet, load_input_sets, random_input_sets
+from .report import Inputs
+
+RANDOM_HOLDOUT = 2
+RANDOM_NOTE = (
+    "random inputs: activation ranges of standard normal noise are not those of real data, so these end-to-end "
+    "figures mean little; give real inputs with --calib"
+)
+
+
+def holdout_count(n: int) -> int:
+    """How many of ``n`` calibration files are held out: a fifth, at least one."""
+    return max(1, n // 5)
+
+
+def _expanded(items: Sequence[str | os.PathLike | InputSet], option: str) -> list[str | os.PathLike | InputSet]:
+    """A folder stands for every ``.npz`` and ``.npy`` file in it, in name order."""
+    out: list[str | os.PathLike | InputSet] = []
+    for item in items:
+        if not isinstance(item, InputSet) and Path(item).is_dir():
+            files = sorted(p for p in Path(item).iterdir() if p.suffix in (".npz", ".npy") and p.is_file())
+            if not files:
+                raise UsageError(f"{option} {item}: the folder holds no .npz or .npy file")
+            out.extend(files)
+        else:
+            out.append(item)
+    return out
+
+
+def _sets(model: onnx.ModelProto, items: Sequence[str | os.PathLike | InputSet], option: str) -> list[InputSet]:
+    items = _expanded(items, option)
+    files = [i for i in items if not isinstance(i, InputSet)]
+    try:
+        loaded = iter(load_input_sets(model, files)) if files else iter(())
+    except UsageError as exc:  # the shared loader speaks of --inputs; name the option actually given
+        message = str(exc)
+        raise UsageError(option + message[len("--inputs"):] if message.startswith("--inputs") else message) from exc
+    return [i if isinstance(i, InputSet) else next(loaded) for i in items]
+
+
+def choose_inputs(
+    model: onnx.ModelProto,
+    calib: Sequence[str | os.PathLike | InputSet] | None,
+    holdout: Sequence[str | os.PathLike | InputSet] | None,
+    samples: int = 4,
+    seed: int = 0,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> tuple[list[InputSet], list[InputSet], Inputs]:
+    """(calibration sets, held-out sets, their description for the report)."""
+    if holdout and not calib:
+        raise UsageError("--holdout needs --calib: calibrating on random noise and measuring on real data would mislead")
+    if calib:
+        sets = _sets(model, list(calib), "--calib")
+        if holdout:
+            held = _sets(model, list(holdout), "--holdout")
+            note = f"{len(sets)} --calib set(s) calibrate; {len(held)} --holdout set(s) measure"
+            calibration = sets
+        else:
+            if len(sets) < 2:
+                raise UsageError(
+                    "one --calib file cannot be split into calibration and held-out sets; give more --calib files "
+                    "or --holdout FILE"
+                )
+            k = holdout_count(len(sets))
+            calibration, held = sets[:-k], sets[-k:]
+            note = (f"the last {k} of {len(sets)} --calib files are held out to measure "
+                    f"({', '.join(s.description.removeprefix('file ') for s in held)}); the others calibrate")
+        return calibration, held, Inputs(
+            tuple(s.description for s in calibration), tuple(s.description for s in held), False, note
+        )
+    if samples < 1:
+        raise UsageError("--samples must be at least 1")
+    calibration = [_normal(model, seed + k, input_shapes, "calibration", k) for k in range(samples)]
+    held = [_normal(model, seed + samples + k, input_shapes, "held-out", k) for k in range(RANDOM_HOLDOUT)]
+    note = f"{samples} random normal sets calibrate, {RANDOM_HOLDOUT} others measure (seeds {seed}..{seed + samples + RANDOM_HOLDOUT - 1})"
+    return calibration, held, Inputs(tuple(s.description for s in calibration), tuple(s.description for s in held), True, note)
+
+
+def _normal(model, seed, input_shapes, role, k) -> InputSet:
+    drawn = random_input_sets(model, 1, seed, input_shapes)[0]  # the first sample of a seed is standard normal
+    return InputSet(drawn.feeds, f"random normal (seed {seed}, {role} {k + 1})")

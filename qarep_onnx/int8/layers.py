@@ -1,0 +1,74 @@
+"""The layers INT8 is about: the weighted nodes of the main graph, their weights and output-channel axis.
+
+A *layer* is a Conv, ConvTranspose, Gemm or MatMul whose weight is a constant initializer (after
+:mod:`.prepare` has resolved ``Constant`` nodes and ``Identity`` aliases) and whose data input is
+not.  These are the nodes TensorRT runs in int8 when their inputs carry Q/DQ, and the nodes whose
+names ``--exclude`` takes.  The output-channel axis, along which weights get one scale each:
+
+* Conv: weight ``[M, C/g, k...]``, axis 0;
+* ConvTranspose: weight ``[C, M/g, k...]``, axis 1;
+* Gemm: ``B`` is ``[N, K]`` with ``transB=1`` (axis 0) and ``[K, N]`` without (axis 1);
+* MatMul with a 2-D constant ``B`` ``[K, N]``: axis 1.
+
+Only the main graph is searched: layers inside If/Loop/Scan bodies or functions are not quantized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ..graph import int_attribute, tensor_values
+
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One weighted node: ``name`` is its ONNX node name (what ``--exclude`` takes)."""
+
+    name: str
+    op_type: str
+    activation: str  # the data input (the tensor whose range calibration measures)
+    weight_name: str
+    weight: np.ndarray
+    axis: int  # the weight's output-channel axis
+
+    @property
+    def channels(self) -> int:
+        return int(self.weight.shape[self.axis])
+
+
+def _weight_axis(node: onnx.NodeProto, rank: int) -> int | None:
+    if node.op_type == "Conv":
+        return 0 if rank >= 3 else None
+    if node.op_type == "ConvTranspose":
+        return 1 if rank >= 3 else None
+    if node.op_type == "Gemm":
+        return (0 if int_attribute(node, "transB", 0) else 1) if rank == 2 else None
+    if node.op_type == "MatMul":
+        return 1 if rank == 2 else None
+    return None
+
+
+def find_layers(model: onnx.ModelProto) -> list[Layer]:
+    """The layers of the main graph, in graph order."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    overridable = {i.name for i in model.graph.input} if model.ir_version >= 4 else set()
+    layers = []
+    for node in model.graph.node:
+        if node.op_type not in LAYER_OPS or len(node.input) < 2:
+            continue
+        data, weight = node.input[0], node.input[1]
+        if weight not in initializers or weight in overridable or data in initializers:
+            continue
+        tensor = initializers[weight]
+        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            continue
+        axis = _weight_axis(node, len(tensor.dims))
+        if axis is None:
+            continue
+        layers.append(Layer(node.name, node.op_type, data, weight, tensor_values(tensor, f" (weight of {node.name})"), axis))
+    return layers

@@ -1,0 +1,157 @@
+"""The Q/DQ model: int8, zero points 0, weight scales per output channel, Q/DQ on layer inputs only,
+the calibrated activation scales, weights quantized exactly as onnxruntime does, layers kept in float
+reading float tensors, and the forms onnxruntime's quantizer needs (opset, Identity weights, names)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from builders import GraphBuilder
+from onnx import helper, numpy_helper
+
+from qarep_onnx.errors import UsageError
+from qarep_onnx.inputs import InputSet, random_input_sets
+from qarep_onnx.int8 import int8_report, quantize
+from qarep_onnx.int8.prepare import prepare
+from qarep_onnx.int8.sqnr import fake_quantize, per_channel_scale
+from qarep_onnx.validation import run
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+OUTLIER = FIXTURES / "models" / "int8_outlier__torchscript.onnx"
+LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _sets(model, seeds, label):
+    return [InputSet(random_input_sets(model, 1, s)[0].feeds, f"{label} {s}") for s in seeds]
+
+
+def _qdq(model, **kwargs):
+    return quantize(model, calib=_sets(model, range(3), "calib"), holdout=_sets(model, [10], "held"), provider="cpu", **kwargs)
+
+
+def _init(model):
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _producer(model):
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _consumers(model, name):
+    return [n for n in model.graph.node if name in n.input]
+
+
+def test_structure_is_what_tensorrt_explicit_quantization_takes():
+    model = onnx.load(OUTLIER)
+    before = OUTLIER.read_bytes()
+    result = _qdq(model)
+    q, init, producer = result.model, _init(result.model), _producer(result.model)
+    assert OUTLIER.read_bytes() == before and model.SerializeToString() == before
+    layers = [n for n in q.graph.node if n.op_type in LAYERS]
+    assert len(layers) == 7 and result.report.layout.qdq_pairs == 14
+    assert set(result.report.layout.quantized_layers) == {n.name for n in layers} and not result.report.layout.float_layers
+    for node in q.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zero = init[node.input[2]]
+            assert zero.dtype == np.int8 and not zero.any(), node.name
+            assert init[node.input[1]].dtype == np.float32
+            assert len(_consumers(q, node.output[0])) == 1  # a dedicated pair per consumer
+    for layer in layers:
+        dq_x, dq_w = producer[layer.input[0]], producer[layer.input[1]]
+        assert dq_x.op_type == dq_w.op_type == "DequantizeLinear"
+        q_x, q_w = producer[dq_x.input[0]], producer[dq_w.input[0]]
+        assert q_x.op_type == q_w.op_type == "QuantizeLinear"
+        assert init[q_x.input[1]].shape == ()  # activations: one scale per tensor
+        weight = init[q_w.input[0]]  # weights stay float behind Q -> DQ, one scale per output channel on axis 0
+        axis = next(a.i for a in q_w.attribute if a.name == "axis")
+        assert weight.dtype == np.float32 and axis == 0 and init[q_w.input[1]].shape == (weight.shape[0],)
+        assert layer.input[2] in init and init[layer.input[2]].dtype == np.float32  # bias float, not int32 DQ
+        assert not any(c.op_type == "QuantizeLinear" for c in _consumers(q, layer.output[0]))  # outputs not quantized
+    assert q.ir_version == model.ir_version and q.opset_import[0].version == 18
+    assert not any(p.key == "onnx.infer" for p in q.metadata_props)
+
+
+def test_weights_quantize_exactly_as_onnxruntime_does_and_activation_scales_are_calibrated():
+    model = onnx.load(OUTLIER)
+    calib = _sets(model, range(3), "calib")
+    result = quantize(model, calib=calib, holdout=_sets(model, [10], "held"), provider="cpu")
+    q, init, producer = result.model, _init(result.model), _producer(result.model)
+    layers = [n for n in q.graph.node if n.op_type in LAYERS]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(q)
+    for layer in layers:
+        probe.graph.output.append(helper.make_tensor_value_info(layer.input[1], onnx.TensorProto.FLOAT, None))
+    dequantized = run(probe, calib[0].feeds)
+    for layer in layers:
+        weight = init[producer[producer[layer.input[1]].input[0]].input[0]].astype(np.float64)
+        mine = fake_quantize(weight, per_channel_scale(weight, 0))
+        np.testing.assert_allclose(dequantized[layer.input[1]], mine, rtol=1e-6, atol=1e-12)
+    first = layers[0]  # the first Conv reads the graph input: its range is the calibration inputs' absmax
+    absmax = max(float(np.abs(s.feeds["input"]).max()) for s in calib)
+    scale = init[producer[producer[first.input[0]].input[0]].input[1]]
+    assert float(scale) == pytest.approx(absmax / 127, rel=1e-6)
+
+
+def _branchy(opset=17, constants="initializer"):
+    """x -> conv1 -> relu = y1 (graph output) -> conv2 -> ...; y1 also feeds a BatchNormalization (output)."""
+    b = GraphBuilder(seed=1, constants=constants)
+    x = b.input([1, 4, 8, 8])
+    y1 = b.op("Relu", [b.conv(x, 4, 6, 3)])
+    y2 = b.conv(y1, 6, 6, 1)
+    bn = b.batch_norm(y1, 6)
+    f = b.op("Flatten", [b.op("GlobalAveragePool", [y2])])
+    g = b.op("Gemm", [f, b.const(b.rng.standard_normal((6, 5)) * 0.3, "wg"), b.const(np.ones(5), "bg")], beta=0.7)
+    model = b.model([y1, bn, g], opset=opset)
+    for node in model.graph.node:
+        if node.op_type == "Relu":
+            node.name = ""  # an unnamed node gets a name of its own
+    return model
+
+
+def test_layers_kept_in_float_and_other_ops_read_float_tensors():
+    model = _branchy()
+    names = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    feeds = random_input_sets(model, 1, 5)[0].feeds
+    reference = run(model, feeds)
+    result = _qdq(model, exclude=[names[0]])
+    q, producer = result.model, _producer(result.model)
+    assert result.report.excluded == (names[0],) and result.report.layout.float_layers == (names[0],)
+    conv1 = next(n for n in q.graph.node if n.name == names[0])
+    assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in conv1.input)
+    bn = next(n for n in q.graph.node if n.op_type == "BatchNormalization")
+    assert producer[bn.input[0]].op_type == "Relu"  # a non-layer op reads the float tensor
+    assert all(producer[o.name].op_type != "DequantizeLinear" for o in q.graph.output)
+    out = run(q, feeds)
+    y1, bn_out, gemm = (o.name for o in model.graph.output)
+    np.testing.assert_array_equal(out[y1], reference[y1])  # the excluded first conv and the graph output stay float
+    np.testing.assert_array_equal(out[bn_out], reference[bn_out])
+    assert not np.array_equal(out[gemm], reference[gemm])  # the later layers are in int8
+    assert result.report.measurement.outputs[0].sqnr_db == float("inf")
+
+
+def test_old_opset_identity_weights_unnamed_nodes_and_gemm_beta():
+    model = _branchy(opset=11, constants="identity")
+    feeds = random_input_sets(model, 1, 5)[0].feeds
+    prepared = prepare(model)
+    assert prepared.opset_import[0].version == 13 and prepared.ir_version >= 7
+    assert all(n.name for n in prepared.graph.node) and len({n.name for n in prepared.graph.node}) == len(prepared.graph.node)
+    gemm = next(n for n in prepared.graph.node if n.op_type == "Gemm")
+    assert next(a.f for a in gemm.attribute if a.name == "beta") == 1.0  # beta went into C
+    reference, same = run(model, feeds), run(prepared, feeds)
+    for name in reference:
+        np.testing.assert_allclose(same[name], reference[name], rtol=1e-6, atol=1e-6)
+    result = _qdq(model)
+    assert len(result.report.layout.quantized_layers) == 3 and result.report.layout.opset == 13
+    assert 20 < result.report.measurement.sqnr_db < 60
+
+
+def test_float16_models_are_refused_for_quantization_but_get_a_weight_report():
+    path = FIXTURES / "models" / "repvgg_block_fp16__torchscript.onnx"
+    with pytest.raises(UsageError, match="FLOAT16.*float32"):
+        quantize(path, provider="cpu")
+    report = int8_report(path, provider="cpu")
+    assert len(report.model.layers) == 2 and report.model.quantized is None and "FLOAT16" in report.model.skipped
+    assert report.folded is not None and len(report.folded.layers) == 1 and report.folded.layers[0].from_fold
+    json.dumps(report.to_dict())
