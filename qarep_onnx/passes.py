@@ -17,7 +17,7 @@ import onnx
 from .evaluate import FoldAborted, ScratchPool, folded_conv
 from .graph import GraphIndex, node_label, subgraph_outer_names
 from .region import RegionFinder
-from .report import Fold, Refusal, Report, op_counts
+from .report import Fold, Refusal, Report, op_counts, qdq_counts
 from .rewrite import GraphRewriter, NameAllocator, all_names
 
 log = logging.getLogger("qarep_onnx")
@@ -51,6 +51,7 @@ def fold_model(
     ``known_shapes``: inferred shapes of main-graph tensors (ranks decide how a MatMul's output may fold).
     """
     report = Report(op_counts_before=op_counts(model))
+    report.qdq_pairs, report.dequantized_constants = qdq_counts(model)
     legacy_ir = model.ir_version < _FIRST_IR_WITH_OPTIONAL_INITIALIZER_INPUTS
     state = _Pass(keep_post_bn, NameAllocator(all_names(model)), report, legacy_ir)
     trained = _training_names(model)

@@ -37,6 +37,11 @@ def summary_lines(report: Report, explained: bool = False) -> list[str]:
     width = max(len(r[0]) for r in rows)
     lines.append(f"  {'':<{width}}  {'before':>8}  {'after':>8}")
     lines += [f"  {name:<{width}}  {before:>8}  {after:>8}" for name, before, after in rows]
+    if report.qdq_pairs or report.dequantized_constants:
+        lines.append(
+            f"the model has {report.qdq_pairs} Q/DQ pair(s) and {report.dequantized_constants} dequantized weight(s): "
+            "no block with Q/DQ inside is folded, and no weight is dequantized ahead of time"
+        )
     if report.refusals:
         codes = sorted({r.code for r in report.refusals})
         hint = "" if explained else "; --explain says why"

@@ -69,6 +69,8 @@ class Report:
     stats_after: ModelStats | None = None
     validation: ValidationResult | None = None
     input_external_data: bool = False  # the input's weights were in external data files
+    qdq_pairs: int = 0  # QuantizeLinear -> DequantizeLinear pairs in the input (a QAT export)
+    dequantized_constants: int = 0  # DequantizeLinear of a constant (quantized weights), never folded ahead of time
 
     @property
     def blocks_folded(self) -> int:
@@ -90,6 +92,7 @@ class Report:
             "parameters": _before_after(self.stats_before, self.stats_after, "parameters"),
             "flops": _before_after(self.stats_before, self.stats_after, "flops"),
             "validation": _validation_dict(self.validation),
+            "qdq": {"pairs": self.qdq_pairs, "dequantized_constants": self.dequantized_constants},
         }
 
 
@@ -139,6 +142,28 @@ def _validation_dict(result) -> dict | None:
 def validation_report(result) -> dict:
     """The JSON document of ``qarep-onnx validate``: a validation on its own."""
     return {"schema_version": REPORT_SCHEMA_VERSION, "validation": _validation_dict(result)}
+
+
+def qdq_counts(model: onnx.ModelProto) -> tuple[int, int]:
+    """(Q -> DQ pairs, DequantizeLinear nodes of a constant) over every graph and function."""
+    from .graph import node_subgraphs
+
+    pairs = constants = 0
+    graphs = [model.graph] + [onnx.helper.make_graph(list(f.node), f.name, [], []) for f in model.functions]
+    while graphs:
+        graph = graphs.pop()
+        producer = {o: n.op_type for n in graph.node for o in n.output}
+        initializers = {t.name for t in graph.initializer}
+        for node in graph.node:
+            graphs.extend(node_subgraphs(node))
+            if node.op_type != "DequantizeLinear" or not node.input:
+                continue
+            source = node.input[0]
+            if producer.get(source) == "QuantizeLinear":
+                pairs += 1
+            elif source in initializers or producer.get(source) in ("Constant", "Identity"):
+                constants += 1
+    return pairs, constants
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
