@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import onnx
 
 from .evaluate import FoldAborted, ScratchPool, folded_conv
-from .graph import GraphIndex, node_label, subgraph_outer_names
+from .graph import GraphIndex, node_label, node_subgraphs, subgraph_outer_names
 from .region import RegionFinder
 from .report import Fold, Refusal, Report, op_counts, qdq_counts
 from .rewrite import GraphRewriter, NameAllocator, all_names
@@ -70,10 +70,34 @@ def fold_model(
             _fold_function(function, state)
         if len(report.folds) == first:
             break
+        again = _may_fold_more(model.graph, report.folds[first:])
         _merge_refolds(report, first)
+        if not again:
+            break
     report.refusals = _unique(report.refusals)
     report.op_counts_after = op_counts(model)
     return report
+
+
+# Operators a leaf can take over in front of it (a per-channel affine, a zero Pad) or extend through.
+_TAKEN_OVER = {"BatchNormalization", "Mul", "Add", "Sub", "Div", "Neg", "Sum", "Identity", "Dropout", "Pad"}
+
+
+def _may_fold_more(graph: onnx.GraphProto, folds: list[Fold]) -> bool:
+    """Whether another pass can find something: a fold left its input with one reader, and an operator
+    that reader may now take over computes it.  Folds in subgraphs and functions are not worth the
+    bookkeeping: another pass looks at them."""
+    if any(f.graph for f in folds):
+        return True
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in set(node.input) | set().union(*(subgraph_outer_names(g) for g in node_subgraphs(node))):
+            readers[name] = readers.get(name, 0) + 1
+    producer = {o: node.op_type for node in graph.node for o in node.output}
+    outputs = {o.name for o in graph.output}
+    return any(
+        readers.get(f.input) == 1 and producer.get(f.input) in _TAKEN_OVER and f.input not in outputs for f in folds
+    )
 
 
 def _merge_refolds(report: Report, first: int) -> None:
