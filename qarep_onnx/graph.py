@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -192,6 +192,23 @@ def node_subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
         elif attr.type == _A.GRAPHS:
             graphs.extend(attr.graphs)
     return graphs
+
+
+def model_tensors(model: onnx.ModelProto, initializers_only: bool = False) -> Iterator[onnx.TensorProto]:
+    """The initializers of every graph (subgraphs included) and, unless told, every Constant node's tensor
+    (model-local functions included)."""
+    graphs = [model.graph]
+    nodes = [] if initializers_only else [n for f in model.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            g = graphs.pop()
+            yield from g.initializer
+            nodes.extend(g.node)
+        while nodes:
+            node = nodes.pop()
+            if not initializers_only:
+                yield from (a.t for a in node.attribute if a.type == _A.TENSOR)
+            graphs.extend(node_subgraphs(node))
 
 
 def check_unique_definitions(graph: onnx.GraphProto, label: str) -> None:

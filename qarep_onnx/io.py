@@ -19,6 +19,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import InputModelError, OutputPathError
+from .graph import model_tensors
 from .paths import OutputPath, check_outputs, resolve_output
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -35,24 +36,6 @@ class LoadedModel:
     @property
     def external_data(self) -> bool:
         return bool(self.data_files)
-
-
-def _tensors(model: onnx.ModelProto, initializers_only: bool = False):
-    """Initializers of every graph (subgraphs included) and, unless told, Constant-node tensors too."""
-    from .graph import node_subgraphs
-
-    graphs = [model.graph]
-    nodes = [] if initializers_only else [n for f in model.functions for n in f.node]
-    while graphs:
-        g = graphs.pop()
-        yield from g.initializer
-        nodes.extend(g.node)
-        while nodes:
-            node = nodes.pop()
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR and not initializers_only:
-                    yield attr.t
-            graphs.extend(node_subgraphs(node))
 
 
 def _external_info(tensor: onnx.TensorProto) -> dict[str, str]:
@@ -81,7 +64,7 @@ def _load_external_data(model: onnx.ModelProto, folder: Path, label: str) -> tup
     handles: dict[Path, object] = {}
     root = folder.resolve()
     try:
-        for tensor in _tensors(model):
+        for tensor in model_tensors(model):
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
                 continue
             info = _external_info(tensor)
@@ -179,7 +162,7 @@ def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple
     """
     moved = []
     offset = 0
-    for tensor in _tensors(model, initializers_only=True):
+    for tensor in model_tensors(model, initializers_only=True):
         if not tensor.HasField("raw_data"):
             continue
         data = tensor.raw_data  # a copy: read the field once

@@ -27,14 +27,14 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from .errors import InputModelError, QarepError, UsageError
-from .graph import node_subgraphs, tensor_values
+from .graph import model_tensors, node_subgraphs, tensor_values
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
 from .providers import ProviderChoice, select_provider, session
 
@@ -138,23 +138,6 @@ def model_float_type(model: onnx.ModelProto) -> int:
     return onnx.TensorProto.FLOAT
 
 
-def _float_tensors(model: onnx.ModelProto) -> Iterable[onnx.TensorProto]:
-    """Initializers and Constant values of every graph and function."""
-    graphs = [model.graph]
-    nodes = [n for f in model.functions for n in f.node]
-    while graphs or nodes:
-        if graphs:
-            g = graphs.pop()
-            yield from g.initializer
-            nodes.extend(g.node)
-        while nodes:
-            node = nodes.pop()
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-            graphs.extend(node_subgraphs(node))
-
-
 def as_float32(model: onnx.ModelProto) -> onnx.ModelProto:
     """An exact float32 copy of a float16/float64 model (every float tensor and type widened)."""
     copy = onnx.ModelProto()
@@ -165,7 +148,7 @@ def as_float32(model: onnx.ModelProto) -> onnx.ModelProto:
         if tt.elem_type in _WIDE:
             tt.elem_type = onnx.TensorProto.FLOAT
 
-    for t in _float_tensors(copy):
+    for t in model_tensors(copy):
         if t.data_type in _WIDE:
             t.CopyFrom(numpy_helper.from_array(tensor_values(t).astype(np.float32), t.name))
     graphs = [copy.graph]
