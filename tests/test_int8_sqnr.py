@@ -76,3 +76,17 @@ def test_spread_cosine_and_combined_noise():
     assert combined_sqnr_db(40.0, 40.0) == pytest.approx(40 - 10 * math.log10(2))
     assert combined_sqnr_db(40.0, math.inf) == pytest.approx(40.0)
     assert sqnr_db(np.array([0.0]), np.array([1.0])) == -math.inf
+
+
+def test_an_empty_output_measures_nothing_and_only_empty_outputs_are_an_error():
+    import pytest
+
+    from qarep_onnx.errors import UsageError
+    from qarep_onnx.int8.measure import compare_outputs
+
+    full = {"y": np.ones(4), "empty": np.zeros((0, 3))}
+    moved = {"y": np.ones(4) * 1.01, "empty": np.zeros((0, 3))}
+    (quality,) = compare_outputs(["y", "empty"], [full], [moved])
+    assert quality.name == "y" and 39 < quality.sqnr_db < 41
+    with pytest.raises(UsageError, match="empty"):
+        compare_outputs(["empty"], [full], [moved])

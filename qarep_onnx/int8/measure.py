@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from ..errors import UsageError
 from ..inputs import InputSet
 from ..providers import ProviderChoice
 from .calibrate import FloatRuns, run_model
@@ -26,14 +27,20 @@ from .sqnr import power_ratio_db
 def compare_outputs(
     names: Sequence[str], references: Sequence[dict[str, np.ndarray]], candidates: Sequence[dict[str, np.ndarray]]
 ) -> tuple[OutputQuality, ...]:
-    """Per output, over all sets: SQNR in dB, cosine similarity and max |reference - candidate|."""
+    """Per output, over all sets: SQNR in dB, cosine similarity and max |reference - candidate|.
+
+    An output with no elements in any set measured nothing and is left out; when every output is
+    empty there is no figure to give (:class:`UsageError`), rather than a vacuous +inf dB.
+    """
     qualities = []
     for name in names:
         signal = noise = dot = ref_norm = cand_norm = 0.0
         worst = 0.0
+        elements = 0
         for ref, cand in zip(references, candidates):
             r = np.asarray(ref[name], dtype=np.float64).reshape(-1)
             c = np.asarray(cand[name], dtype=np.float64).reshape(-1)
+            elements += r.size
             diff = r - c
             signal += float(r @ r)
             noise += float(diff @ diff)
@@ -42,11 +49,16 @@ def compare_outputs(
             cand_norm += float(c @ c)
             if diff.size:
                 worst = max(worst, float(np.max(np.abs(diff))))
+        if not elements:
+            continue
         if ref_norm == 0 or cand_norm == 0:
             cosine = 1.0 if ref_norm == cand_norm else 0.0
         else:
             cosine = dot / math.sqrt(ref_norm * cand_norm)
         qualities.append(OutputQuality(name, power_ratio_db(signal, noise), cosine, worst))
+    if names and not qualities:
+        raise UsageError("every output of the model is empty for the held-out inputs: int8 cannot be measured on them; "
+                         "give other inputs")
     return tuple(qualities)
 
 
