@@ -120,7 +120,7 @@ def _inputs_of(label: str, path: Path, loaded: LoadedModel | None = None) -> lis
     return files
 
 
-def _load(path: Path, label: str) -> LoadedModel:
+def _load(path: Path) -> LoadedModel:
     with step(f"loading {path}"):
         return read_model(path)
 
@@ -172,7 +172,7 @@ def optimize_command(obj, input_path, output_path, keep_post_bn, force, external
     allow = ("OUT", "IN") if force else None
     planned = _planned(("OUT", output_path), ("--json", json_path))
     check_outputs(planned, _inputs_of("IN", input_path), allow)
-    loaded = _load(input_path, "IN")
+    loaded = _load(input_path)
     protected = _inputs_of("IN", input_path, loaded)
     if external_data:  # a location was given
         external = external_data
@@ -215,7 +215,7 @@ def inspect_command(obj, model_path, keep_post_bn, input_shapes, json_path) -> N
     out = _Output(obj["quiet"], json_path == "-")
     planned = _planned(("--json", json_path))
     check_outputs(planned, _inputs_of("MODEL", model_path))
-    loaded = _load(model_path, "MODEL")
+    loaded = _load(model_path)
     check_outputs(planned, _inputs_of("MODEL", model_path, loaded))
     result = optimize_loaded(loaded, owned=True, keep_post_bn=keep_post_bn, input_shapes=input_shapes)
     out.lines(explain_lines(result.report) + summary_lines(result.report, explained=True) + _notes(planned))
@@ -235,7 +235,7 @@ def validate_command(obj, original_path, candidate_path, provider, rtol, atol, s
     planned = _planned(("--json", json_path))
     inputs = _inputs_of("ORIGINAL", original_path) + _inputs_of("CANDIDATE", candidate_path)
     check_outputs(planned, inputs)
-    original, candidate = _load(original_path, "ORIGINAL"), _load(candidate_path, "CANDIDATE")
+    original, candidate = _load(original_path), _load(candidate_path)
     check_outputs(planned, _inputs_of("ORIGINAL", original_path, original) + _inputs_of("CANDIDATE", candidate_path, candidate))
     with step("validating"):
         result = validate_models(
@@ -262,7 +262,7 @@ def bench_command(obj, input_path, optimized_path, provider, runs, warmup, keep_
     out = _Output(obj["quiet"], False)
     choice = select_provider(provider)
     if optimized_path is None:
-        original = _load(input_path, "IN").model
+        original = _load(input_path).model
         optimized = optimize_loaded(LoadedModel(original, (), 0), owned=False, keep_post_bn=keep_post_bn).model
     else:
         original, optimized = load_model(input_path), load_model(optimized_path)
@@ -354,7 +354,7 @@ def int8_command(obj, model_path, calib_files, holdout_files, samples, seed, tar
     out = _Output(obj["quiet"], json_path == "-")
     planned = _planned(("--json", json_path))
     check_outputs(planned, _inputs_of("MODEL", model_path))
-    loaded = _load(model_path, "MODEL")
+    loaded = _load(model_path)
     check_outputs(planned, _inputs_of("MODEL", model_path, loaded))
     with _Int8Progress(obj["quiet"] or not sys.stderr.isatty()) as progress:
         report = int8_report(
@@ -389,7 +389,7 @@ def quantize_command(obj, input_path, output_path, calib_files, holdout_files, s
     allow = ("OUT", "IN") if force else None
     planned = _planned(("OUT", output_path), ("--json", json_path))
     check_outputs(planned, _inputs_of("IN", input_path), allow)
-    loaded = _load(input_path, "IN")
+    loaded = _load(input_path)
     protected = _inputs_of("IN", input_path, loaded)
     external = True if loaded.external_data else None
     if external:

@@ -35,6 +35,7 @@ from onnx import helper, numpy_helper
 
 from .errors import InputModelError, QarepError, UsageError
 from .graph import model_tensors, node_subgraphs, tensor_values
+from .rewrite import all_names
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
 from .providers import ProviderChoice, select_provider, session
 
@@ -490,7 +491,7 @@ def probed_copy(model: onnx.ModelProto, node_names: set[str], float_type: int) -
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(float_type)
-    taken = _all_tensor_names(copy)
+    taken = all_names(copy)
     counter = [0]
 
     def fresh(base: str) -> str:
@@ -530,10 +531,3 @@ def probed_copy(model: onnx.ModelProto, node_names: set[str], float_type: int) -
         del function.node[:]
         function.node.extend(rebuilt)
     return copy
-
-
-def _all_tensor_names(model: onnx.ModelProto) -> set[str]:
-    from .rewrite import all_names
-
-    return all_names(model)
-

@@ -155,3 +155,20 @@ def test_float16_models_are_refused_for_quantization_but_get_a_weight_report():
     assert len(report.model.layers) == 2 and report.model.quantized is None and "FLOAT16" in report.model.skipped
     assert report.folded is not None and len(report.folded.layers) == 1 and report.folded.layers[0].from_fold
     json.dumps(report.to_dict())
+
+
+def test_a_gemm_beta_of_the_wrong_type_is_a_one_line_error_not_a_zero_bias():
+    import pytest
+    from builders import GraphBuilder
+    from onnx import helper
+
+    import qarep_onnx
+
+    b = GraphBuilder(seed=3)
+    x = b.input([2, 8])
+    y = b.op("Gemm", [x, b.const(b.rng.standard_normal((8, 4)), "B"), b.const(b.rng.standard_normal(4), "C")])
+    model = b.model([y])
+    gemm = model.graph.node[-1]
+    gemm.attribute.append(helper.make_attribute("beta", 2))  # an INT where Gemm takes a FLOAT
+    with pytest.raises(qarep_onnx.InputModelError, match="beta"):
+        qarep_onnx.quantize(model, fold=False, samples=1)

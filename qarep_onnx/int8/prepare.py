@@ -26,7 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import UsageError
-from ..graph import tensor_values, type_name
+from ..graph import float_attribute, tensor_values, type_name
 from ..validation import model_float_type
 from .layers import LAYER_OPS
 
@@ -147,14 +147,15 @@ def _fold_gemm_beta(graph: onnx.GraphProto) -> None:
     for node in graph.node:
         if node.op_type != "Gemm" or len(node.input) < 3 or node.input[2] not in initializers:
             continue
-        beta = next((a for a in node.attribute if a.name == "beta"), None)
-        if beta is None or beta.f == 1.0:
+        factor = float_attribute(node, "beta", 1.0)  # a beta that is not a float is a one-line error
+        if factor == 1.0:
             continue
+        beta = next(a for a in node.attribute if a.name == "beta")
         values = tensor_values(initializers[node.input[2]])
         name = f"{node.input[2]}_times_beta_{node.name or 'gemm'}"
         while name in initializers:
             name += "_"
-        scaled = numpy_helper.from_array((values * beta.f).astype(values.dtype), name)
+        scaled = numpy_helper.from_array((values * factor).astype(values.dtype), name)
         graph.initializer.append(scaled)
         initializers[name] = scaled
         node.input[2] = name
