@@ -53,7 +53,7 @@ EOF
 
 echo "== provider"
 "$python" -c "
-from qarep_onnx.providers import select_provider
+from qarep_onnx.runtime.providers import select_provider
 print('  ' + select_provider('$provider').note)" || { echo "provider $provider is not usable here" >&2; exit 5; }
 
 echo "== optimize --validate --provider $provider (3 input sets each)"

@@ -34,7 +34,7 @@ from synthetic import qarepvgg_network  # noqa: E402
 BASELINE = "import onnx, sys; m = onnx.load(sys.argv[1]); onnx.save(m, sys.argv[2])"
 FOLD_ONLY = """
 import sys, time, onnx
-from qarep_onnx.passes import fold_model
+from qarep_onnx.fold.passes import fold_model
 m = onnx.load(sys.argv[1])
 t = time.perf_counter(); report = fold_model(m); dt = time.perf_counter() - t
 print(dt, report.blocks_folded)

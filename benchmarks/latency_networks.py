@@ -17,8 +17,8 @@ from pathlib import Path
 import onnx
 
 import qarep_onnx
-from qarep_onnx.bench import compare
-from qarep_onnx.providers import select_provider
+from qarep_onnx.runtime.bench import compare
+from qarep_onnx.runtime.providers import select_provider
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 NETWORKS = ("net_repvgg_a0_small", "net_mobileone_s0_small", "net_fastvit_small", "qarep_detector", "yolonas_deep",

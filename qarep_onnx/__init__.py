@@ -24,12 +24,12 @@ _EXPORTS = {
     "QarepError": "errors",
     "UsageError": "errors",
     "ValidationError": "errors",
-    "ProviderError": "providers",
-    "Fold": "report",
-    "Refusal": "report",
-    "Report": "report",
-    "ValidationResult": "validation",
-    "validate": "validation",
+    "ProviderError": "runtime.providers",
+    "Fold": "fold.report",
+    "Refusal": "fold.report",
+    "Report": "fold.report",
+    "ValidationResult": "runtime.validation",
+    "validate": "runtime.validation",
     "load_model": "io",
     "save_model": "io",
     # INT8 (issue 11)
@@ -62,6 +62,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above are
     from .int8.api import QuantizeResult, int8_report, quantize
     from .int8.report import Int8Report, QuantizeReport
     from .io import load_model, save_model
-    from .providers import ProviderError
-    from .report import Fold, Refusal, Report
-    from .validation import ValidationResult, validate
+    from .runtime.providers import ProviderError
+    from .fold.report import Fold, Refusal, Report
+    from .runtime.validation import ValidationResult, validate

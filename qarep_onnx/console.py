@@ -9,7 +9,7 @@ import sys
 
 def main() -> None:
     try:
-        from .cli import main as run
+        from .cli.main import main as run
     except KeyboardInterrupt:
         sys.stderr.write("qarep-onnx: interrupted; no output written\n")
         sys.exit(130)

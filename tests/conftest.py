@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from qarep_onnx.validation import validate  # noqa: E402
+from qarep_onnx.runtime.validation import validate  # noqa: E402
 
 
 def assert_same_function(original, optimized, rtol=None):

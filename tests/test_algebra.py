@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from builders import GraphBuilder
 
-from qarep_onnx import algebra
-from qarep_onnx.algebra import Geometry, MergeRefused, conv_geometry, diagonal_geometry, merge_geometry
-from qarep_onnx.validation import run
+from qarep_onnx.fold import algebra
+from qarep_onnx.fold.algebra import Geometry, MergeRefused, conv_geometry, diagonal_geometry, merge_geometry
+from qarep_onnx.runtime.validation import run
 
 
 def geometry(k, cin=8, cout=8, groups=1, stride=1, dilation=1, pads=None):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qarep_onnx.inputs import random_input_sets
-from qarep_onnx.validation import run
+from qarep_onnx.runtime.inputs import random_input_sets
+from qarep_onnx.runtime.validation import run
 
 MODELS = Path(__file__).parent.parent / "fixtures" / "models"
 OUTLIER = MODELS / "int8_outlier__torchscript.onnx"

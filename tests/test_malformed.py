@@ -234,7 +234,7 @@ def test_ctrl_c_during_start_up_is_one_line():
         "import builtins, sys\n"
         "real = builtins.__import__\n"
         "def interrupted(name, *args, **kwargs):\n"
-        "    if name in ('cli', 'qarep_onnx.cli') or (args and args[2] and 'main' in (args[2] or ()) and name == 'cli'):\n"
+        "    if name in ('cli', 'cli.main', 'qarep_onnx.cli') or (args and args[2] and 'main' in (args[2] or ()) and name == 'cli'):\n"
         "        raise KeyboardInterrupt\n"
         "    return real(name, *args, **kwargs)\n"
         "builtins.__import__ = interrupted\n"

@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 import qarep_onnx
-from qarep_onnx.inputs import random_input_sets
-from qarep_onnx.validation import DEFAULT_RTOL, as_float32, model_float_type
+from qarep_onnx.runtime.inputs import random_input_sets
+from qarep_onnx.runtime.validation import DEFAULT_RTOL, as_float32, model_float_type
 
 # -- profiles ------------------------------------------------------------------------------------
 
@@ -624,7 +624,7 @@ import contextlib  # noqa: E402
 import io  # noqa: E402
 import tempfile  # noqa: E402
 
-from qarep_onnx.cli import main as cli_main  # noqa: E402
+from qarep_onnx.cli.main import main as cli_main  # noqa: E402
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5}
 

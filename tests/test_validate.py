@@ -9,11 +9,11 @@ from builders import BlockSpec, GraphBuilder, qarep_model
 from onnx import helper, numpy_helper
 
 import qarep_onnx
-from qarep_onnx.providers import ProviderError, probe, select_provider
+from qarep_onnx.runtime.providers import ProviderError, probe, select_provider
 
 # benchmarks/gpu_check.sh runs these tests on a GPU with QAREP_TEST_PROVIDER=cuda.
 PROVIDER = os.environ.get("QAREP_TEST_PROVIDER", "cpu")
-from qarep_onnx.inputs import random_input_sets
+from qarep_onnx.runtime.inputs import random_input_sets
 
 
 def _folded():
@@ -92,7 +92,7 @@ def test_real_probe_answers_in_one_line():
 
 
 def test_non_finite_outputs_compare_sensibly():
-    from qarep_onnx.validation import _max_error
+    from qarep_onnx.runtime.validation import _max_error
 
     a = np.array([1.0, np.inf, np.nan, -np.inf])
     assert _max_error(a, a.copy()) == (0.0, 1.0)
@@ -307,8 +307,8 @@ def test_empty_outputs_are_said_and_only_empty_outputs_prove_nothing():
 import importlib.metadata  # noqa: E402
 import re  # noqa: E402
 
-from qarep_onnx import providers  # noqa: E402
-from qarep_onnx.bench import compare  # noqa: E402
+from qarep_onnx.runtime import providers  # noqa: E402
+from qarep_onnx.runtime.bench import compare  # noqa: E402
 
 
 def test_the_cuda_extra_names_extras_onnxruntime_gpu_declares():

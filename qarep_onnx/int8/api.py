@@ -15,10 +15,10 @@ import onnx
 
 from ..api import optimize_loaded
 from ..errors import InputModelError, UsageError
-from ..inputs import InputSet
+from ..runtime.inputs import InputSet
 from ..io import LoadedModel, check_is_model, read_model
 from ..progress import step
-from ..providers import ProviderChoice, select_provider
+from ..runtime.providers import ProviderChoice, select_provider
 from .calibrate import float_runs
 from .datasets import RANDOM_NOTE, choose_inputs
 from .layers import Layer, find_layers

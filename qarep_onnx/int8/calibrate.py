@@ -19,8 +19,8 @@ import onnx
 from onnx import helper
 
 from ..errors import QarepError
-from ..inputs import InputSet
-from ..providers import ProviderChoice, session
+from ..runtime.inputs import InputSet
+from ..runtime.providers import ProviderChoice, session
 from .report import ActivationRange
 from .sqnr import fake_quantize, power_ratio_db, symmetric_scale
 

@@ -22,7 +22,7 @@ from typing import Sequence
 import onnx
 
 from ..errors import UsageError
-from ..inputs import InputSet, load_input_sets, random_input_sets
+from ..runtime.inputs import InputSet, load_input_sets, random_input_sets
 from .report import Inputs
 
 RANDOM_HOLDOUT = 2

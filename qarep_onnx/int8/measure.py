@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 
 from ..errors import UsageError
-from ..inputs import InputSet
-from ..providers import ProviderChoice
+from ..runtime.inputs import InputSet
+from ..runtime.providers import ProviderChoice
 from .calibrate import FloatRuns, run_model
 from .report import Measurement, OutputQuality
 from .sqnr import power_ratio_db

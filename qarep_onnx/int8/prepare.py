@@ -27,7 +27,7 @@ from onnx import numpy_helper
 
 from ..errors import UsageError
 from ..graph import float_attribute, tensor_values, type_name
-from ..validation import model_float_type
+from ..runtime.validation import model_float_type
 from .layers import LAYER_OPS
 
 MIN_OPSET = 13

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..report import Report
+    from ..fold.report import Report
 
 INT8_SCHEMA_VERSION = 1
 

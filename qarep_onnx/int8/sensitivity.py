@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import onnx
 
-from ..inputs import InputSet
-from ..providers import ProviderChoice
+from ..runtime.inputs import InputSet
+from ..runtime.providers import ProviderChoice
 from .calibrate import FloatRuns
 from .layers import Layer
 from .measure import measure

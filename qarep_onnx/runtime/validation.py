@@ -33,9 +33,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import InputModelError, QarepError, UsageError
-from .graph import model_tensors, node_subgraphs, tensor_values
-from .rewrite import all_names
+from ..errors import InputModelError, QarepError, UsageError
+from ..graph import model_tensors, node_subgraphs, tensor_values
+from ..fold.rewrite import all_names
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
 from .providers import ProviderChoice, select_provider, session
 
@@ -291,7 +291,7 @@ def validate(
     (with ``atol``) replaces the calibrated tolerance.  ``folds`` (the report's folds) lets the
     check prove that the inputs reached every folded graph.  ``provider``: auto, cpu, cuda, tensorrt.
     """
-    from .io import load_model
+    from ..io import load_model
 
     original = original if isinstance(original, onnx.ModelProto) else load_model(original)
     candidate = candidate if isinstance(candidate, onnx.ModelProto) else load_model(candidate)

@@ -32,7 +32,7 @@ from .algebra import (
     diagonal_geometry,
     merge_geometry,
 )
-from .graph import GraphIndex, malformed, node_label, type_name
+from ..graph import GraphIndex, malformed, node_label, type_name
 from .ops import (
     AveragePoolLeaf,
     ChannelAffine,

@@ -20,7 +20,7 @@ from typing import Callable
 import onnx
 from onnx import TensorProto, helper
 
-from .errors import QarepError
+from ..errors import QarepError
 
 ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 CHOICES = ("auto", "cpu", "cuda", "tensorrt")
@@ -153,7 +153,7 @@ def session(model: onnx.ModelProto | bytes, choice: ProviderChoice, optimize_gra
     """
     import onnxruntime as ort
 
-    from .io import PROTOBUF_LIMIT, save_model
+    from ..io import PROTOBUF_LIMIT, save_model
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # onnxruntime's own error lines would repeat, over several, what we say in one

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 
-from .bench import Latency
-from .report import Report
-from .validation import ValidationResult
+from ..runtime.bench import Latency
+from ..fold.report import Report
+from ..runtime.validation import ValidationResult
 
 SHOWN_OPS = ("Conv", "BatchNormalization", "Add", "Mul")
 # Shown too when the model has any: the other operators a fold produces or removes.

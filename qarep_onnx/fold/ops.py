@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .graph import (
+from ..graph import (
     FLOAT_TYPES,
     CallerAttribute,
     Constant,

@@ -18,19 +18,19 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .api import optimize_loaded
-from .bench import compare
-from .errors import QarepError, UsageError, ValidationError
-from .int8.sensitivity import DEFAULT_MAX_LAYERS, DEFAULT_TARGET_SQNR_DB
-from .inputs import check_same_inputs
-from .io import LoadedModel, external_data_location, load_model, read_model, save_model, write_text
-from .paths import OutputPath, check_outputs, resolve_output
-from .progress import progress_log, step
-from .providers import CHOICES, select_provider
+from .. import __version__
+from ..api import optimize_loaded
+from ..runtime.bench import compare
+from ..errors import QarepError, UsageError, ValidationError
+from ..int8.sensitivity import DEFAULT_MAX_LAYERS, DEFAULT_TARGET_SQNR_DB
+from ..runtime.inputs import check_same_inputs
+from ..io import LoadedModel, external_data_location, load_model, read_model, save_model, write_text
+from ..paths import OutputPath, check_outputs, resolve_output
+from ..progress import progress_log, step
+from ..runtime.providers import CHOICES, select_provider
 from .render import explain_lines, latency_lines, summary_lines, validation_lines
-from .report import validation_report
-from .validation import validate as validate_models
+from ..fold.report import validation_report
+from ..runtime.validation import validate as validate_models
 
 
 def _parse_shapes(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -348,8 +348,8 @@ class _Int8Progress:
 def int8_command(obj, model_path, calib_files, holdout_files, samples, seed, target_sqnr, max_layers, input_shapes,
                  provider, no_sensitivity, all_layers, json_path) -> None:
     """Report what int8 post-training quantization does to MODEL (and to its folded form); writes nothing but --json."""
-    from .int8 import int8_report
-    from .int8.render import int8_lines
+    from ..int8 import int8_report
+    from .int8_render import int8_lines
 
     out = _Output(obj["quiet"], json_path == "-")
     planned = _planned(("--json", json_path))
@@ -380,8 +380,8 @@ def int8_command(obj, model_path, calib_files, holdout_files, samples, seed, tar
 def quantize_command(obj, input_path, output_path, calib_files, holdout_files, samples, seed, target_sqnr, max_layers,
                      input_shapes, provider, exclude, no_fold, force, json_path) -> None:
     """Fold IN (as optimize does), quantize it to int8 Q/DQ for TensorRT, check it on onnxruntime, and write OUT."""
-    from .int8 import quantize
-    from .int8.render import quantize_lines
+    from ..int8 import quantize
+    from .int8_render import quantize_lines
 
     if "auto" in exclude and len(exclude) > 1:
         raise UsageError("--exclude auto chooses the layers itself; give it alone, or name the layers")

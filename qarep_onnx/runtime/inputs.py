@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # Random value ranges, used in turn by sample: (name, low, high); None, None is standard normal.
 RANGES = (("normal", None, None), ("[0, 1)", 0.0, 1.0), ("[0, 255)", 0.0, 255.0))

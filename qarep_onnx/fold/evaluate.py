@@ -14,9 +14,9 @@ import onnx
 
 from . import algebra
 from .algebra import ConvForm
-from .graph import FLOAT_TYPES
+from ..graph import FLOAT_TYPES
 from .ops import AffineStep, AveragePoolLeaf, ChannelAffine, ConvLeaf, ConvTransposeLeaf, DenseLeaf, Passthrough, Sum
-from .region import Form
+from .regions import Form
 
 
 class FoldAborted(Exception):

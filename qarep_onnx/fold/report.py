@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 
 if TYPE_CHECKING:
-    from .stats import ModelStats
-    from .validation import ValidationResult
+    from ..stats import ModelStats
+    from ..runtime.validation import ValidationResult
 
 REPORT_SCHEMA_VERSION = 2
 
@@ -146,7 +146,7 @@ def validation_report(result) -> dict:
 
 def qdq_counts(model: onnx.ModelProto) -> tuple[int, int]:
     """(Q -> DQ pairs, DequantizeLinear nodes of a constant) over every graph and function."""
-    from .graph import node_subgraphs
+    from ..graph import node_subgraphs
 
     pairs = constants = 0
     graphs = [model.graph] + [onnx.helper.make_graph(list(f.node), f.name, [], []) for f in model.functions]

@@ -1,0 +1,1 @@
+"""Everything that runs a model on onnxruntime: providers, inputs, validation and latency."""
