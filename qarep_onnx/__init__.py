@@ -58,10 +58,16 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above are imported lazily
     from .api import OptimizeResult, optimize
-    from .errors import InputModelError, OutputPathError, QarepError, UsageError, ValidationError
+    from .errors import (
+        InputModelError,
+        OutputPathError,
+        QarepError,
+        UsageError,
+        ValidationError,
+    )
+    from .fold.report import Fold, Refusal, Report
     from .int8.api import QuantizeResult, int8_report, quantize
     from .int8.report import Int8Report, QuantizeReport
     from .io import load_model, save_model
     from .runtime.providers import ProviderError
-    from .fold.report import Fold, Refusal, Report
     from .runtime.validation import ValidationResult, validate

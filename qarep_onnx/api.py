@@ -9,14 +9,14 @@ from typing import NamedTuple, Sequence
 import onnx
 
 from .errors import InputModelError, ValidationError
-from .runtime.inputs import InputSet
-from .io import LoadedModel, check_is_model, read_model
 from .fold.passes import fold_model
-from .progress import step
-from .runtime.providers import select_provider
 from .fold.report import Report
-from .stats import model_stats, tensor_shapes
+from .io import LoadedModel, check_is_model, read_model
+from .progress import step
+from .runtime.inputs import InputSet
+from .runtime.providers import select_provider
 from .runtime.validation import validate as validate_models
+from .stats import model_stats, tensor_shapes
 
 log = logging.getLogger("qarep_onnx")
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from ..int8.report import Int8Report, LayerWeights, Measurement, ModelAnalysis, QuantizeReport, Sensitivity
+from ..int8.report import (
+    Int8Report,
+    LayerWeights,
+    Measurement,
+    ModelAnalysis,
+    QuantizeReport,
+    Sensitivity,
+)
 from ..int8.weights import SPREAD_LIMIT, SQNR_LIMIT_DB
 
 SHOWN_LAYERS = 12  # weight rows shown without --all-layers (outliers always are)

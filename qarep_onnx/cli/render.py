@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 
-from ..runtime.bench import Latency
 from ..fold.report import Report
+from ..runtime.bench import Latency
 from ..runtime.validation import ValidationResult
 
 SHOWN_OPS = ("Conv", "BatchNormalization", "Add", "Mul")

@@ -12,10 +12,19 @@ from collections import defaultdict
 import numpy as np
 import onnx
 
+from ..graph import FLOAT_TYPES
 from . import algebra
 from .algebra import ConvForm
-from ..graph import FLOAT_TYPES
-from .ops import AffineStep, AveragePoolLeaf, ChannelAffine, ConvLeaf, ConvTransposeLeaf, DenseLeaf, Passthrough, Sum
+from .ops import (
+    AffineStep,
+    AveragePoolLeaf,
+    ChannelAffine,
+    ConvLeaf,
+    ConvTransposeLeaf,
+    DenseLeaf,
+    Passthrough,
+    Sum,
+)
 from .regions import Form
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 import onnx
 
-from .evaluate import FoldAborted, ScratchPool, folded_conv
 from ..graph import GraphIndex, node_label, node_subgraphs, subgraph_outer_names
+from .evaluate import FoldAborted, ScratchPool, folded_conv
 from .regions import RegionFinder
 from .report import Fold, Refusal, Report, op_counts, qdq_counts
 from .rewrite import GraphRewriter, NameAllocator, all_names

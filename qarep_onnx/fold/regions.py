@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
+from ..graph import GraphIndex, malformed, node_label, type_name
 from .algebra import (
     Geometry,
     MergeRefused,
@@ -32,7 +33,6 @@ from .algebra import (
     diagonal_geometry,
     merge_geometry,
 )
-from ..graph import GraphIndex, malformed, node_label, type_name
 from .ops import (
     AveragePoolLeaf,
     ChannelAffine,
@@ -177,7 +177,10 @@ def _shift_reaches_every_output(geometry: Geometry) -> bool:
 
 def _has_shift(affine: Form, geometry: Geometry) -> bool | None:
     """Whether the per-channel affine ``affine`` adds anything (s != 0); None when its numbers cannot be had."""
-    from .evaluate import FoldAborted, evaluate  # the numbers of a few per-channel constants
+    from .evaluate import (  # the numbers of a few per-channel constants
+        FoldAborted,
+        evaluate,
+    )
 
     try:
         values = evaluate(replace(affine, geometry=affine.geometry if affine.geometry.out_channels else

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 
 if TYPE_CHECKING:
-    from ..stats import ModelStats
     from ..runtime.validation import ValidationResult
+    from ..stats import ModelStats
 
 REPORT_SCHEMA_VERSION = 2
 

@@ -13,7 +13,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..graph import GraphIndex, graph_defined_names, node_subgraphs, subgraph_outer_names
+from ..graph import (
+    GraphIndex,
+    graph_defined_names,
+    node_subgraphs,
+    subgraph_outer_names,
+)
 
 
 class NameAllocator:

@@ -15,9 +15,9 @@ import onnx
 
 from ..api import optimize_loaded
 from ..errors import InputModelError, UsageError
-from ..runtime.inputs import InputSet
 from ..io import LoadedModel, check_is_model, read_model
 from ..progress import step
+from ..runtime.inputs import InputSet
 from ..runtime.providers import ProviderChoice, select_provider
 from .calibrate import float_runs
 from .datasets import RANDOM_NOTE, choose_inputs
@@ -26,7 +26,13 @@ from .measure import measure
 from .prepare import float32_reason, prepare
 from .qdq import build_qdq, mark_inferred, qdq_layout
 from .report import Inputs, Int8Report, ModelAnalysis, QuantizeReport
-from .sensitivity import DEFAULT_MAX_LAYERS, DEFAULT_TARGET_SQNR_DB, Candidates, Progress, analyse
+from .sensitivity import (
+    DEFAULT_MAX_LAYERS,
+    DEFAULT_TARGET_SQNR_DB,
+    Candidates,
+    Progress,
+    analyse,
+)
 from .weights import weight_report
 
 log = logging.getLogger("qarep_onnx")

@@ -99,7 +99,13 @@ def build_qdq(
     ``original`` is the model whose metadata the output must keep (the quantizer's marker is removed
     unless it had it).
     """
-    from onnxruntime.quantization import CalibrationMethod, QDQQuantizer, QuantType, TensorData, TensorsData
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QDQQuantizer,
+        QuantType,
+        TensorData,
+        TensorsData,
+    )
 
     names = sorted(set(quantize))
     copy = onnx.ModelProto()

@@ -21,7 +21,15 @@ import numpy as np
 
 from .layers import Layer
 from .report import LayerWeights
-from .sqnr import channel_absmax, channel_sqnr_db, fake_quantize, per_channel_scale, spread, sqnr_db, symmetric_scale
+from .sqnr import (
+    channel_absmax,
+    channel_sqnr_db,
+    fake_quantize,
+    per_channel_scale,
+    spread,
+    sqnr_db,
+    symmetric_scale,
+)
 
 SPREAD_LIMIT = 8.0
 SQNR_LIMIT_DB = 30.0

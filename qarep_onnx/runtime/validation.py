@@ -34,8 +34,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import InputModelError, QarepError, UsageError
-from ..graph import model_tensors, node_subgraphs, tensor_values
 from ..fold.rewrite import all_names
+from ..graph import model_tensors, node_subgraphs, tensor_values
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
 from .providers import ProviderChoice, select_provider, session
 
