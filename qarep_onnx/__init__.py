@@ -24,9 +24,9 @@ _EXPORTS = {
     "QarepError": "errors",
     "UsageError": "errors",
     "ValidationError": "errors",
-    "ProviderError": "runtime.providers",
+    "ProviderError": "errors",
     "Fold": "fold.report",
-    "Refusal": "fold.report",
+    "Reason": "errors",
     "Report": "fold.report",
     "ValidationResult": "runtime.validation",
     "validate": "runtime.validation",
@@ -61,13 +61,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above are
     from .errors import (
         InputModelError,
         OutputPathError,
+        ProviderError,
         QarepError,
+        Reason,
         UsageError,
         ValidationError,
     )
-    from .fold.report import Fold, Refusal, Report
+    from .fold.report import Fold, Report
     from .int8.api import QuantizeResult, int8_report, quantize
     from .int8.report import Int8Report, QuantizeReport
     from .io import load_model, save_model
-    from .runtime.providers import ProviderError
     from .runtime.validation import ValidationResult, validate

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import InputModelError
+from .errors import Code, InputModelError, Reason, Refused
 
 FLOAT_TYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -60,20 +60,21 @@ def malformed(node: onnx.NodeProto, problem: str) -> InputModelError:
     return InputModelError(f"{node.op_type} '{node_label(node)}' {problem}; the model is not valid ONNX, fix its export")
 
 
-class CallerAttribute(Exception):
-    """An attribute of a node in a model-local function whose value the caller supplies (``ref_attr_name``)."""
-
-    def __init__(self, node: onnx.NodeProto, name: str, reference: str) -> None:
-        super().__init__(f"{node.op_type} '{node_label(node)}' takes its attribute '{name}' from the function's caller "
-                         f"(attribute '{reference}'), so its value is not known inside the function")
-        self.message = str(self)
+def caller_attribute(node: onnx.NodeProto, name: str, reference: str) -> Refused:
+    """An attribute of a node in a model-local function whose value the caller supplies (``ref_attr_name``):
+    not a constant, so whatever needs it is not folded."""
+    return Refused(Reason(
+        Code.NON_CONSTANT,
+        f"{node.op_type} '{node_label(node)}' takes its attribute '{name}' from the function's caller "
+        f"(attribute '{reference}'), so its value is not known inside the function",
+    ))
 
 
 def _attribute_proto(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
     for attr in node.attribute:
         if attr.name == name:
             if attr.ref_attr_name:
-                raise CallerAttribute(node, name, attr.ref_attr_name)
+                raise caller_attribute(node, name, attr.ref_attr_name)
             return attr
     return None
 
@@ -308,7 +309,7 @@ class GraphIndex:
                 source = constants[node.input[0]]
                 try:
                     perm = ints_attribute(node, "perm", tuple(reversed(range(len(source.shape)))))
-                except (CallerAttribute, InputModelError):
+                except (Refused, InputModelError):
                     continue
                 if sorted(perm) != list(range(len(source.shape))):
                     continue
@@ -374,7 +375,7 @@ class GraphIndex:
                 if weight is not None and len(weight.shape) > 1:
                     try:
                         return weight.shape[1] * int_attribute(node, "group", 1, minimum=1)
-                    except CallerAttribute:
+                    except Refused:
                         return None
         return None
 

@@ -5,7 +5,8 @@ import pytest
 from builders import GraphBuilder
 
 from qarep_onnx.fold import algebra
-from qarep_onnx.fold.algebra import Geometry, MergeRefused, conv_geometry, diagonal_geometry, merge_geometry
+from qarep_onnx.errors import Refused
+from qarep_onnx.fold.algebra import Geometry, conv_geometry, diagonal_geometry, merge_geometry
 from qarep_onnx.runtime.validation import run
 
 
@@ -53,9 +54,9 @@ def test_acnet_branches_merge_into_3x3():
     ],
 )
 def test_merge_refusals(branches, code):
-    with pytest.raises(MergeRefused) as refused:
+    with pytest.raises(Refused) as refused:
         merge_geometry(branches)
-    assert refused.value.code == code
+    assert refused.value.reason.code == code
 
 
 def test_batch_norm_identity():

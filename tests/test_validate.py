@@ -9,7 +9,8 @@ from builders import BlockSpec, GraphBuilder, qarep_model
 from onnx import helper, numpy_helper
 
 import qarep_onnx
-from qarep_onnx.runtime.providers import ProviderError, probe, select_provider
+from qarep_onnx.errors import ProviderError
+from qarep_onnx.runtime.providers import probe, select_provider
 
 # benchmarks/gpu_check.sh runs these tests on a GPU with QAREP_TEST_PROVIDER=cuda.
 PROVIDER = os.environ.get("QAREP_TEST_PROVIDER", "cpu")

@@ -30,14 +30,12 @@ from functools import reduce
 
 import numpy as np
 
+from ..errors import Code, Reason, Refused
 
-class MergeRefused(Exception):
-    """Two or more forms cannot be summed into one convolution; ``code`` says why."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+def _refused(code: Code, message: str) -> Refused:
+    """Forms that cannot be summed into one operator, and why."""
+    return Refused(Reason(code, message))
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def _fmt(values: tuple[int, ...]) -> str:
 
 
 def merge_geometry(geometries: list[Geometry]) -> Geometry:
-    """The geometry of the sum of forms over the same X, or :class:`MergeRefused`.
+    """The geometry of the sum of forms over the same X, or :class:`~qarep_onnx.errors.Refused`.
 
     Kernels are aligned on their centres: tap offsets ``d * (j - (k - 1) / 2)`` relative to the
     output position shifted by ``pad_begin - d * (k - 1) / 2``.  That shift (at both ends) and the
@@ -149,17 +147,17 @@ def merge_geometry(geometries: list[Geometry]) -> Geometry:
     kinds = {g.kind for g in geometries if not g.is_diagonal}
     if len(kinds) > 1:
         names = " and ".join(sorted(_KIND_NAMES[k] for k in kinds))
-        raise MergeRefused("MISALIGNED", f"branches of different operators ({names}) cannot be summed into one")
+        raise _refused(Code.MISALIGNED, f"branches of different operators ({names}) cannot be summed into one")
     if kinds == {"dense"}:
         return _merge_dense(geometries)
     if kinds == {"conv_transpose"}:
         return _merge_conv_transpose(geometries)
     ranks = {g.rank for g in geometries if not g.is_diagonal}
     if len(ranks) > 1:
-        raise MergeRefused("RANK_MISMATCH", f"branches have different spatial ranks {sorted(ranks)}")
+        raise _refused(Code.RANK_MISMATCH, f"branches have different spatial ranks {sorted(ranks)}")
     cout, cin = _channel_sets(geometries)
     if any(g.is_diagonal for g in geometries) and cout is not None and cin is not None and cout != cin:
-        raise MergeRefused("CHANNEL_MISMATCH", f"an identity term needs as many output channels as input ({cout} != {cin})")
+        raise _refused(Code.CHANNEL_MISMATCH, f"an identity term needs as many output channels as input ({cout} != {cin})")
     if not ranks:  # only diagonal forms: the sum is diagonal too
         return diagonal_geometry(cout)
     rank = ranks.pop()
@@ -167,15 +165,13 @@ def merge_geometry(geometries: list[Geometry]) -> Geometry:
 
     strides = {g.stride for g in forms}
     if len(strides) > 1:
-        raise MergeRefused(
-            "STRIDE_MISMATCH",
+        raise _refused(Code.STRIDE_MISMATCH,
             "branches disagree on stride (" + ", ".join(_fmt(s) for s in sorted(strides)) + ")",
         )
     for g in forms:
         for k in g.kernel:
             if k % 2 == 0:
-                raise MergeRefused(
-                    "EVEN_KERNEL",
+                raise _refused(Code.EVEN_KERNEL,
                     f"a branch has an even kernel {_fmt(g.kernel)}, which has no centre tap to align on",
                 )
 
@@ -184,8 +180,7 @@ def merge_geometry(geometries: list[Geometry]) -> Geometry:
     end_shifts = {tuple(g.pads[rank + a] - h[a] for a in range(rank)) for g, h in zip(forms, halves)}
     if len(begin_shifts) > 1 or len(end_shifts) > 1:
         detail = ", ".join(f"kernel {_fmt(g.kernel)} pads {list(g.pads)}" for g in forms)
-        raise MergeRefused(
-            "MISALIGNED",
+        raise _refused(Code.MISALIGNED,
             f"branch kernels are not centre-aligned (pads - dilation*(kernel-1)/2 differ: {detail})",
         )
     begin, end = begin_shifts.pop(), end_shifts.pop()
@@ -209,8 +204,7 @@ def _channel_sets(geometries: list[Geometry]) -> tuple[int | None, int | None]:
     channels = {g.out_channels for g in geometries if g.out_channels is not None}
     in_channels = {g.in_channels for g in geometries if g.in_channels is not None}
     if len(channels) > 1 or len(in_channels) > 1:
-        raise MergeRefused(
-            "CHANNEL_MISMATCH",
+        raise _refused(Code.CHANNEL_MISMATCH,
             f"branches disagree on channels (out {sorted(channels)}, in {sorted(in_channels)})",
         )
     return next(iter(channels), None), next(iter(in_channels), None)
@@ -220,10 +214,10 @@ def _merge_dense(geometries: list[Geometry]) -> Geometry:
     """Gemm/MatMul branches (and the identity, when features in == out) over the same X."""
     out, cin = _channel_sets(geometries)
     if any(g.is_diagonal for g in geometries) and out is not None and cin is not None and out != cin:
-        raise MergeRefused("CHANNEL_MISMATCH", f"an identity term needs as many output features as input ({out} != {cin})")
+        raise _refused(Code.CHANNEL_MISMATCH, f"an identity term needs as many output features as input ({out} != {cin})")
     dense = [g for g in geometries if g.kind == "dense"]
     if len({g.transposed_input for g in dense}) > 1 or (dense[0].transposed_input and len(dense) < len(geometries)):
-        raise MergeRefused("MISALIGNED", "branches read the input along different axes (Gemm transA differs)")
+        raise _refused(Code.MISALIGNED, "branches read the input along different axes (Gemm transA differs)")
     return dense_geometry(out, cin, dense[0].transposed_input)
 
 
@@ -231,8 +225,7 @@ def _merge_conv_transpose(geometries: list[Geometry]) -> Geometry:
     """ConvTranspose branches merge only when they are laid out identically (no identity term)."""
     _channel_sets(geometries)
     if any(g.is_diagonal for g in geometries) or len(set(geometries)) > 1:
-        raise MergeRefused(
-            "MISALIGNED", "transposed convolutions are merged only with branches of exactly the same geometry"
+        raise _refused(Code.MISALIGNED, "transposed convolutions are merged only with branches of exactly the same geometry"
         )
     return geometries[0]
 

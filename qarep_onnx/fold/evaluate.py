@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy as np
 import onnx
 
+from ..errors import Code, Reason, Refused
 from ..graph import FLOAT_TYPES
 from . import algebra
 from .algebra import ConvForm
@@ -26,15 +27,6 @@ from .ops import (
     Sum,
 )
 from .regions import Form
-
-
-class FoldAborted(Exception):
-    """The numbers of a region forbid folding it (a division by zero, a non-finite result)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _channel_values(constant) -> np.ndarray:
@@ -55,7 +47,7 @@ def _apply_step(value: ConvForm, step: AffineStep) -> ConvForm:
         return algebra.scale(value, v, in_place=True)
     if step.kind == "divide":
         if np.any(v == 0):
-            raise FoldAborted("DIVISION_BY_ZERO", f"divides by a constant '{constant.name}' that contains zeros")
+            raise Refused(Reason(Code.DIVISION_BY_ZERO, f"divides by a constant '{constant.name}' that contains zeros"))
         return algebra.scale(value, 1.0 / v, in_place=True)
     if step.kind == "shift":
         return algebra.shift(value, v)
@@ -165,7 +157,7 @@ def evaluate(root: Form, pool: ScratchPool | None = None) -> ConvForm:
     result = values[id(root)]
     # One reduction instead of an elementwise mask: a sum of finite weights is finite.
     if not (np.isfinite(result.weight.sum()) and np.all(np.isfinite(result.bias))):
-        raise FoldAborted("NON_FINITE", "the folded weights are not finite (inf or NaN in the block's constants)")
+        raise Refused(Reason(Code.NON_FINITE, "the folded weights are not finite (inf or NaN in the block's constants)"))
     return algebra.regroup(result)
 
 
@@ -184,7 +176,7 @@ def _folded_conv(root: Form, pool: ScratchPool | None) -> ConvForm:
         bias = values.bias.astype(FLOAT_TYPES[elem_type])
         if not (np.isfinite(weight.sum(dtype=np.float64)) and np.all(np.isfinite(bias))):
             name = onnx.TensorProto.DataType.Name(elem_type)
-            raise FoldAborted("NON_FINITE", f"the folded weights overflow {name}; the block is kept as it is")
+            raise Refused(Reason(Code.NON_FINITE, f"the folded weights overflow {name}; the block is kept as it is"))
         return ConvForm(weight, bias, values.geometry)
     finally:
         if pool is not None:

@@ -13,7 +13,7 @@
 ``ZeroPad``              a constant-mode Pad with zeros (a Conv reading it takes it as its own padding)
 =======================  =================================================================
 
-Anything else is :class:`NotLinear` with a code and a message a user can read; the code
+Anything else is :class:`Reason` with a code and a message a user can read; the code
 ``NONLINEAR`` marks an operator that is simply not linear (a Relu ends a block, it is no refusal).
 Every attribute and input a fold would read is checked here: a node that is not valid ONNX (a
 Conv with one input, ``group`` 0, pads of the wrong length, a bias of the wrong length) raises
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import onnx
 
+from ..errors import Code, Reason, Refused
 from ..graph import (
     FLOAT_TYPES,
-    CallerAttribute,
     Constant,
     GraphIndex,
     float_attribute,
@@ -41,12 +41,6 @@ from ..graph import (
     string_attribute,
     type_name,
 )
-
-
-@dataclass(frozen=True)
-class NotLinear:
-    code: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -160,9 +154,9 @@ _BLOCKING = {
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
-def _non_constant(node: onnx.NodeProto, index: GraphIndex, what: str, tensor: str) -> NotLinear:
-    return NotLinear(
-        "NON_CONSTANT",
+def _non_constant(node: onnx.NodeProto, index: GraphIndex, what: str, tensor: str) -> Reason:
+    return Reason(
+        Code.NON_CONSTANT,
         f"{what} '{tensor}' of {node.op_type} '{node_label(node)}' is not a constant: it {index.why_not_constant(tensor)}",
     )
 
@@ -176,7 +170,7 @@ def _inputs(node: onnx.NodeProto, least: int, most: int) -> None:
 
 def resolve_pads(
     node: onnx.NodeProto, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]
-) -> tuple[int, ...] | NotLinear:
+) -> tuple[int, ...] | Reason:
     """Explicit pads of a Conv/AveragePool, resolving ``auto_pad`` where the input size does not matter."""
     rank = len(kernel)
     auto_pad = string_attribute(node, "auto_pad", "NOTSET") or "NOTSET"
@@ -191,8 +185,8 @@ def resolve_pads(
         small = [t // 2 for t in total]
         large = [t - t // 2 for t in total]
         return tuple(small + large) if auto_pad == "SAME_UPPER" else tuple(large + small)
-    return NotLinear(
-        "AUTO_PAD",
+    return Reason(
+        Code.AUTO_PAD,
         f"{node.op_type} '{node_label(node)}' uses auto_pad={auto_pad} with stride {list(stride)}: "
         "its padding depends on the input size; re-export with explicit pads",
     )
@@ -203,10 +197,10 @@ def _float_constant(node: onnx.NodeProto, role: str, constant: Constant) -> None
         raise malformed(node, f"has a {type_name(constant.elem_type)} {role} '{constant.name}' where a float tensor is needed")
 
 
-def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     _inputs(node, 2, 3)
     found = _leaf_constants(node, index, ("weight", "bias"))
-    if isinstance(found, NotLinear):
+    if isinstance(found, Reason):
         return found
     weight, bias = found
     if len(weight.shape) < 3 or any(d < 1 for d in weight.shape):
@@ -225,12 +219,12 @@ def _describe_conv(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLin
         if bias.shape != (weight.shape[0],):
             raise malformed(node, f"has a bias of shape {list(bias.shape)} for {weight.shape[0]} output channels")
     pads = resolve_pads(node, kernel, stride, dilation)
-    if isinstance(pads, NotLinear):
+    if isinstance(pads, Reason):
         return pads
     return ConvLeaf(node.input[0], weight, bias, groups, stride, dilation, pads)
 
 
-def _leaf_constants(node, index, roles: tuple[str, str]) -> tuple[Constant, Constant | None] | NotLinear:
+def _leaf_constants(node, index, roles: tuple[str, str]) -> tuple[Constant, Constant | None] | Reason:
     """The constant weight and optional bias (inputs 1 and 2) of a leaf node, checked."""
     weight = index.constant(node.input[1]) if node.input[1] else None
     if weight is None:
@@ -242,7 +236,7 @@ def _leaf_constants(node, index, roles: tuple[str, str]) -> tuple[Constant, Cons
             return _non_constant(node, index, roles[1], node.input[2])
     if weight.elem_type not in FLOAT_TYPES:
         if weight.elem_type == onnx.TensorProto.BFLOAT16:
-            return NotLinear("DTYPE", f"{node.op_type} '{node_label(node)}' has bfloat16 weights, which qarep-onnx does not fold")
+            return Reason(Code.DTYPE, f"{node.op_type} '{node_label(node)}' has bfloat16 weights, which qarep-onnx does not fold")
         _float_constant(node, roles[0], weight)
     if bias is not None and bias.elem_type != weight.elem_type:
         _float_constant(node, roles[1], bias)
@@ -250,10 +244,10 @@ def _leaf_constants(node, index, roles: tuple[str, str]) -> tuple[Constant, Cons
     return weight, bias
 
 
-def _describe_conv_transpose(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe_conv_transpose(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     _inputs(node, 2, 3)
     found = _leaf_constants(node, index, ("weight", "bias"))
-    if isinstance(found, NotLinear):
+    if isinstance(found, Reason):
         return found
     weight, bias = found
     if len(weight.shape) < 3 or any(d < 1 for d in weight.shape):
@@ -274,8 +268,8 @@ def _describe_conv_transpose(node: onnx.NodeProto, index: GraphIndex) -> LinearO
     if auto_pad not in _AUTO_PADS:
         raise malformed(node, f"has auto_pad={auto_pad!r}; it must be one of {', '.join(_AUTO_PADS)}")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER") or ints_attribute(node, "output_shape", ()):
-        return NotLinear(
-            "AUTO_PAD",
+        return Reason(
+            Code.AUTO_PAD,
             f"ConvTranspose '{node_label(node)}' derives its padding from auto_pad={auto_pad} or output_shape; "
             "re-export with explicit pads",
         )
@@ -283,24 +277,24 @@ def _describe_conv_transpose(node: onnx.NodeProto, index: GraphIndex) -> LinearO
     return ConvTransposeLeaf(node.input[0], weight, bias, groups, stride, dilation, pads, output_padding)
 
 
-def _describe_dense(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe_dense(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     op = node.op_type
     _inputs(node, 2, 3 if op == "Gemm" else 2)
     if index.constant(node.input[0]) is not None:
         if index.constant(node.input[1]) is not None:
-            return NotLinear("CONSTANT_EXPRESSION", f"{op} '{node_label(node)}' only combines constants")
-        return NotLinear(
-            "BLOCKING_OP",
+            return Reason(Code.CONSTANT_EXPRESSION, f"{op} '{node_label(node)}' only combines constants")
+        return Reason(
+            Code.BLOCKING_OP,
             f"{op} '{node_label(node)}' multiplies the tensor by a constant from the left (along its first axes), "
             "which no per-feature fold describes",
         )
     found = _leaf_constants(node, index, ("weight", "bias"))
-    if isinstance(found, NotLinear):
+    if isinstance(found, Reason):
         return found
     weight, bias = found
     if len(weight.shape) != 2 or any(d < 1 for d in weight.shape):
         if op == "MatMul":
-            return NotLinear("BLOCKING_OP", f"MatMul '{node_label(node)}' has a weight of shape {list(weight.shape)}; only 2-D weights fold")
+            return Reason(Code.BLOCKING_OP, f"MatMul '{node_label(node)}' has a weight of shape {list(weight.shape)}; only 2-D weights fold")
         raise malformed(node, f"has a B of shape {list(weight.shape)}; Gemm takes a 2-D B")
     if op == "MatMul":
         return DenseLeaf(node.input[0], weight, None, op)
@@ -312,26 +306,26 @@ def _describe_dense(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLi
     if bias is not None:
         n = leaf.out_features
         if bias.shape not in ((), (1,), (n,), (1, n), (1, 1)):
-            return NotLinear(
-                "NOT_PER_CHANNEL",
+            return Reason(
+                Code.NOT_PER_CHANNEL,
                 f"Gemm '{node_label(node)}' adds a C of shape {list(bias.shape)}, which is not one value per output "
                 f"feature ([{n}] or [1, {n}])",
             )
     return leaf
 
 
-def _describe_pad(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe_pad(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     """A Pad a Conv can take over: constant mode, zero value, non-negative amounts (axes checked by the Conv)."""
     _inputs(node, 1, 4)
     label = f"Pad '{node_label(node)}'"
     mode = string_attribute(node, "mode", "constant")
     if mode != "constant":
-        return NotLinear("BLOCKING_OP", f"{label} pads in {mode} mode, which no Conv padding reproduces")
+        return Reason(Code.BLOCKING_OP, f"{label} pads in {mode} mode, which no Conv padding reproduces")
     if len(node.input) > 1 and node.input[1]:  # opset 11 and later: pads, constant_value and axes are inputs
         constants = [index.constant(n) if n else None for n in list(node.input[1:4])]
         computed = [n for n, c in zip(node.input[1:4], constants) if n and c is None]
         if computed:
-            return NotLinear("BLOCKING_OP", f"{label} takes '{computed[0]}' from a computed tensor, not a constant")
+            return Reason(Code.BLOCKING_OP, f"{label} takes '{computed[0]}' from a computed tensor, not a constant")
         pads = tuple(int(v) for v in constants[0].load().reshape(-1))
         value = 0.0
         if len(constants) > 1 and constants[1] is not None:
@@ -347,18 +341,18 @@ def _describe_pad(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLine
     if len(pads) % 2 or (axes is not None and len(pads) != 2 * len(axes)):
         raise malformed(node, f"has {len(pads)} pad amounts for {len(axes) if axes is not None else 'its'} axes")
     if value != 0.0:
-        return NotLinear("BLOCKING_OP", f"{label} pads with {value:g}, not zero: a Conv's own padding reads zeros")
+        return Reason(Code.BLOCKING_OP, f"{label} pads with {value:g}, not zero: a Conv's own padding reads zeros")
     if any(p < 0 for p in pads):
-        return NotLinear("BLOCKING_OP", f"{label} crops (negative pads), which a Conv's padding cannot express")
+        return Reason(Code.BLOCKING_OP, f"{label} crops (negative pads), which a Conv's padding cannot express")
     return ZeroPad(node.input[0], pads, axes)
 
 
-def _describe_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     _inputs(node, 5, 5)
     if int_attribute(node, "training_mode", 0) or len([o for o in node.output if o]) > 1:
-        return NotLinear("BN_TRAINING", f"BatchNormalization '{node_label(node)}' runs in training mode")
+        return Reason(Code.BN_TRAINING, f"BatchNormalization '{node_label(node)}' runs in training mode")
     if not int_attribute(node, "spatial", 1):
-        return NotLinear("NOT_PER_CHANNEL", f"BatchNormalization '{node_label(node)}' has spatial=0 (statistics per position)")
+        return Reason(Code.NOT_PER_CHANNEL, f"BatchNormalization '{node_label(node)}' has spatial=0 (statistics per position)")
     epsilon = float_attribute(node, "epsilon", 1e-5)
     values = []
     for role, name in zip(("scale", "bias", "mean", "var"), node.input[1:5]):
@@ -373,16 +367,16 @@ def _describe_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | 
     return ChannelAffine(node.input[0], (AffineStep("batch_norm", tuple(values), epsilon),))
 
 
-def _describe_binary(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe_binary(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     a, b = node.input[0], node.input[1]
     ca, cb = index.constant(a), index.constant(b)
     op = node.op_type
     if ca is not None and cb is not None:
-        return NotLinear("CONSTANT_EXPRESSION", f"{op} '{node_label(node)}' only combines constants")
+        return Reason(Code.CONSTANT_EXPRESSION, f"{op} '{node_label(node)}' only combines constants")
     if ca is None and cb is None:
         if op in ("Add", "Sub"):
             return Sum(((a, 1), (b, 1 if op == "Add" else -1)), ())
-        return NotLinear("NOT_LINEAR", f"{op} '{node_label(node)}' multiplies or divides two non-constant tensors")
+        return Reason(Code.NOT_LINEAR, f"{op} '{node_label(node)}' multiplies or divides two non-constant tensors")
     x, c, constant_first = (b, ca, True) if ca is not None else (a, cb, False)
     if op == "Mul":
         steps = (AffineStep("scale", (c,)),)
@@ -391,25 +385,25 @@ def _describe_binary(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotL
     elif op == "Sub":
         steps = (AffineStep("negate"), AffineStep("shift", (c,))) if constant_first else (AffineStep("unshift", (c,)),)
     elif constant_first:  # Div(c, y)
-        return NotLinear("NONLINEAR", f"Div '{node_label(node)}' divides a constant by the tensor")
+        return Reason(Code.ENDS_BLOCK, f"Div '{node_label(node)}' divides a constant by the tensor")
     else:
         steps = (AffineStep("divide", (c,)),)
     return ChannelAffine(x, steps)
 
 
-def _describe_sum(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe_sum(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     if not node.input:
         raise malformed(node, "has no inputs")
     terms = tuple((n, 1) for n in node.input if index.constant(n) is None)
     offsets = tuple((index.constant(n), 1) for n in node.input if index.constant(n) is not None)
     if not terms:
-        return NotLinear("CONSTANT_EXPRESSION", f"Sum '{node_label(node)}' only adds constants")
+        return Reason(Code.CONSTANT_EXPRESSION, f"Sum '{node_label(node)}' only adds constants")
     if len(terms) == 1:
         return ChannelAffine(terms[0][0], tuple(AffineStep("shift", (c,)) for c, _ in offsets))
     return Sum(terms, offsets)
 
 
-def _describe_average_pool(node: onnx.NodeProto) -> LinearOp | NotLinear:
+def _describe_average_pool(node: onnx.NodeProto) -> LinearOp | Reason:
     _inputs(node, 1, 1)
     kernel = ints_attribute(node, "kernel_shape", (), minimum=1)
     if not kernel:
@@ -418,44 +412,44 @@ def _describe_average_pool(node: onnx.NodeProto) -> LinearOp | NotLinear:
     stride = ints_attribute(node, "strides", (1,) * rank, length=rank, minimum=1)
     dilation = ints_attribute(node, "dilations", (1,) * rank, length=rank, minimum=1)
     pads = resolve_pads(node, kernel, stride, dilation)
-    if isinstance(pads, NotLinear):
+    if isinstance(pads, Reason):
         return pads
     if any(pads) and not int_attribute(node, "count_include_pad", 0):
-        return NotLinear(
-            "POOL_EXCLUDES_PAD",
+        return Reason(
+            Code.POOL_EXCLUDES_PAD,
             f"AveragePool '{node_label(node)}' excludes padding from its mean (count_include_pad=0): "
             "its border weights differ from a convolution's",
         )
     if int_attribute(node, "ceil_mode", 0) and any(s > 1 for s in stride):
-        return NotLinear("POOL_CEIL_MODE", f"AveragePool '{node_label(node)}' uses ceil_mode with stride > 1")
+        return Reason(Code.POOL_CEIL_MODE, f"AveragePool '{node_label(node)}' uses ceil_mode with stride > 1")
     return AveragePoolLeaf(node.input[0], kernel, stride, dilation, pads)
 
 
-def _describe_dropout(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe_dropout(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     _inputs(node, 1, 3)
     mask = node.output[1] if len(node.output) > 1 else ""
     if mask and (index.consumer_nodes(mask) or mask in index.graph_outputs):
-        return NotLinear("NOT_LINEAR", f"Dropout '{node_label(node)}' has its mask used")
+        return Reason(Code.NOT_LINEAR, f"Dropout '{node_label(node)}' has its mask used")
     if len(node.input) > 2 and node.input[2]:
         training = index.constant(node.input[2])
         if training is None or training.shape not in ((), (1,)) or bool(training.load().reshape(-1)[0]):
-            return NotLinear("NOT_LINEAR", f"Dropout '{node_label(node)}' may run in training mode")
+            return Reason(Code.NOT_LINEAR, f"Dropout '{node_label(node)}' may run in training mode")
     if int_attribute(node, "is_test", 1) == 0:  # opset < 7
-        return NotLinear("NOT_LINEAR", f"Dropout '{node_label(node)}' runs in training mode (is_test=0)")
+        return Reason(Code.NOT_LINEAR, f"Dropout '{node_label(node)}' runs in training mode (is_test=0)")
     return Passthrough(node.input[0])
 
 
-def describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     """The linear operation a node applies to conv-forms, or why it applies none."""
     if node.domain not in ("", "ai.onnx"):
-        return NotLinear("BLOCKING_OP", f"{node.domain}::{node.op_type} '{node_label(node)}' is a custom operator")
+        return Reason(Code.BLOCKING_OP, f"{node.domain}::{node.op_type} '{node_label(node)}' is a custom operator")
     try:
         return _describe(node, index)
-    except CallerAttribute as caller:
-        return NotLinear("NON_CONSTANT", caller.message)
+    except Refused as refused:  # an attribute the function's caller supplies
+        return refused.reason
 
 
-def _describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
+def _describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | Reason:
     op = node.op_type
     if op == "Conv":
         return _describe_conv(node, index)
@@ -480,14 +474,14 @@ def _describe(node: onnx.NodeProto, index: GraphIndex) -> LinearOp | NotLinear:
     if op == "AveragePool":
         return _describe_average_pool(node)
     if op in _BLOCKING:
-        return NotLinear("BLOCKING_OP", f"{op} '{node_label(node)}' {_BLOCKING[op]}")
-    return NotLinear("NONLINEAR", f"{op} '{node_label(node)}' is not linear")
+        return Reason(Code.BLOCKING_OP, f"{op} '{node_label(node)}' {_BLOCKING[op]}")
+    return Reason(Code.ENDS_BLOCK, f"{op} '{node_label(node)}' is not linear")
 
 
-def constant_axis(shape: tuple[int, ...], rank: int | None) -> int | None | NotLinear:
+def constant_axis(shape: tuple[int, ...], rank: int | None) -> int | None | Reason:
     """The one axis of a rank-``rank`` tensor along which a constant of ``shape`` varies once broadcast.
 
-    ``None`` for a constant that is one value everywhere; :class:`NotLinear` when it varies along
+    ``None`` for a constant that is one value everywhere; :class:`Reason` when it varies along
     several axes, would raise the tensor's rank, or the rank is unknown.  Whether that axis is the
     tensor's channel axis is for the caller to judge (axis 1 for a Conv's output, the last axis for
     a MatMul's).
@@ -495,14 +489,14 @@ def constant_axis(shape: tuple[int, ...], rank: int | None) -> int | None | NotL
     if all(d == 1 for d in shape) and (len(shape) <= 1 or (rank is not None and len(shape) <= rank)):
         return None  # one value, broadcast to anything without changing its shape
     if rank is None:
-        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} on a tensor of unknown rank")
+        return Reason(Code.NOT_PER_CHANNEL, f"a constant of shape {list(shape)} on a tensor of unknown rank")
     if len(shape) > rank:
-        return NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(shape)} that would raise the rank of a rank-{rank} tensor")
+        return Reason(Code.NOT_PER_CHANNEL, f"a constant of shape {list(shape)} that would raise the rank of a rank-{rank} tensor")
     padded = (1,) * (rank - len(shape)) + tuple(shape)
     varying = [a for a, d in enumerate(padded) if d != 1]
     if len(varying) > 1:
-        return NotLinear(
-            "NOT_PER_CHANNEL",
+        return Reason(
+            Code.NOT_PER_CHANNEL,
             f"a constant of shape {list(shape)} that varies along axes {varying} of a rank-{rank} tensor, not along "
             "its channels alone",
         )

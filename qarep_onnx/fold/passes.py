@@ -14,10 +14,11 @@ from dataclasses import dataclass, replace
 
 import onnx
 
+from ..errors import Reason, Refused
 from ..graph import GraphIndex, node_label, node_subgraphs, subgraph_outer_names
-from .evaluate import FoldAborted, ScratchPool, folded_conv
+from .evaluate import ScratchPool, folded_conv
 from .regions import RegionFinder
-from .report import Fold, Refusal, Report, op_counts, qdq_counts
+from .report import Fold, Report, op_counts, qdq_counts
 from .rewrite import GraphRewriter, NameAllocator, all_names
 
 log = logging.getLogger("qarep_onnx")
@@ -119,7 +120,7 @@ def _merge_refolds(report: Report, first: int) -> None:
         report.folds.remove(new)
 
 
-def _unique(refusals: list[Refusal]) -> list[Refusal]:
+def _unique(refusals: list[Reason]) -> list[Reason]:
     """Each refusal once: a later pass sees the same refusal again, worded for the graph it left."""
     seen, unique = set(), []
     for refusal in refusals:
@@ -176,9 +177,9 @@ def _fold_graph(
         op_types = tuple(index.nodes[i].op_type for i in region.nodes)
         try:
             conv = folded_conv(form, pool)
-        except FoldAborted as aborted:
-            message = f"the block computing '{form.output}' is not folded: {aborted.message}"
-            report.refusals.append(Refusal(aborted.code, message, node_names, graph_name))
+        except Refused as refused:
+            message = f"the block computing '{form.output}' is not folded: {refused.reason.message}"
+            report.refusals.append(Reason(refused.reason.code, message, node_names, graph_name))
             continue
         g = conv.geometry
         conv_name, op_type = rewriter.replace(

@@ -15,7 +15,7 @@ Gemm/MatMul; a constant or a BatchNormalization acting on another axis stops it.
 A form that nobody swallowed is a region root.  Roots with a leaf that take more nodes than the
 one (or two, MatMul + Add) they would become are folded.  Whenever a block cannot be merged
 (branches that disagree, a Cast between a branch and its sum, a weight that is a graph input, ...)
-a :class:`~qarep_onnx.report.Refusal` records why, in words.
+a :class:`~qarep_onnx.errors.Reason` records why, in words.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
+from ..errors import Code, Reason, Refused
 from ..graph import GraphIndex, malformed, node_label, type_name
 from .algebra import (
     Geometry,
-    MergeRefused,
     conv_geometry,
     conv_transpose_geometry,
     dense_geometry,
@@ -41,20 +41,18 @@ from .ops import (
     DenseLeaf,
     Leaf,
     LinearOp,
-    NotLinear,
     Passthrough,
     Sum,
     ZeroPad,
     constant_axis,
     describe,
 )
-from .report import Refusal
 
 # How far back from a sum's operand to look for the block input when explaining a refusal.
 _EXPLAIN_DEPTH = 8
 # Reasons a node right after a block gives for not extending it that are worth reporting; a
 # Relu or a gating Mul after a block is simply where the block ends.
-_REPORTED_STOPS = {"BN_TRAINING", "NON_CONSTANT", "NOT_PER_CHANNEL"}
+_REPORTED_STOPS = {Code.BN_TRAINING, Code.NON_CONSTANT, Code.NOT_PER_CHANNEL}
 # Operators that start a region; when one cannot, that is worth saying if a linear op follows it.
 # (Not MatMul: in attention, MatMul of two activations followed by a scale is common and no fold.)
 _LEAF_OPS = {"Conv", "ConvTranspose", "Gemm"}
@@ -177,15 +175,12 @@ def _shift_reaches_every_output(geometry: Geometry) -> bool:
 
 def _has_shift(affine: Form, geometry: Geometry) -> bool | None:
     """Whether the per-channel affine ``affine`` adds anything (s != 0); None when its numbers cannot be had."""
-    from .evaluate import (  # the numbers of a few per-channel constants
-        FoldAborted,
-        evaluate,
-    )
+    from .evaluate import evaluate  # the numbers of a few per-channel constants
 
     try:
         values = evaluate(replace(affine, geometry=affine.geometry if affine.geometry.out_channels else
                                   affine.geometry.with_channels(geometry.in_channels or 1)))
-    except FoldAborted:
+    except Refused:
         return None
     return bool((values.bias != 0).any())
 
@@ -203,19 +198,19 @@ class RegionFinder:
         self.graph_name = graph_name
         self.forms: dict[str, Form] = {}
         self.absorbed: set[str] = set()
-        self.refusals: list[Refusal] = []
+        self.refusals: list[Reason] = []
         self._refused_at: set[tuple[str, int]] = set()
-        self._pads: dict[int, ZeroPad | NotLinear] = {}
+        self._pads: dict[int, ZeroPad | Reason] = {}
         self._pad_blockers: dict[int, str] = {}  # Pad nodes a Conv could not take over, and why
 
     # -- the pass ----------------------------------------------------------------------------
 
-    def find(self) -> tuple[list[Region], list[Refusal]]:
+    def find(self) -> tuple[list[Region], list[Reason]]:
         for i, node in enumerate(self.index.nodes):
             if not node.output or not node.output[0] or node.output[0] in self.index.constants:
                 continue  # nothing to compute, or a constant (Constant, Identity of a constant)
             op = describe(node, self.index)
-            if isinstance(op, NotLinear):
+            if isinstance(op, Reason):
                 self._refuse_stop(i, op)
                 if node.op_type in _LEAF_OPS:
                     self._refuse_leaf(i, op)
@@ -320,7 +315,7 @@ class RegionFinder:
             return False
         if affine.axis is not None and affine.axis != in_axis:
             where = "its features" if isinstance(op, DenseLeaf) else "its input channels"
-            self._refuse(i, "NOT_PER_CHANNEL",
+            self._refuse(i, Code.NOT_PER_CHANNEL,
                          f"reads '{affine.output}', an affine of axis {affine.axis}, not of {where}: it stays a node")
             return False
         channels = affine.geometry.out_channels
@@ -331,9 +326,7 @@ class RegionFinder:
             return False  # its numbers cannot be had (a division by zero): the fold would refuse it anyway
         if shift:
             padding = "pads" if geometry.kind == "conv" else "kernel, stride or pads"
-            self._refuse(
-                i,
-                "PADDED_INPUT_SHIFT",
+            self._refuse(i, Code.PADDED_INPUT_SHIFT,
                 f"reads '{affine.output}', an affine x*t + s of its input with s != 0, through its {padding}: the "
                 "border would see 0 where the affine gives s, so the affine is not folded into it",
             )
@@ -347,7 +340,7 @@ class RegionFinder:
         one Gelu kernel, which measured 1.3x slower on the GELU networks of the fixtures; it stays.
         """
         producer = self.index.producer.get(affine.source)
-        return producer is not None and isinstance(describe(self.index.nodes[producer], self.index), NotLinear)
+        return producer is not None and isinstance(describe(self.index.nodes[producer], self.index), Reason)
 
     def _zero_pad(self, producer: int, geometry: Geometry) -> Geometry | None:
         """``geometry`` with the zero Pad ``producer`` taken over as its padding, or None (and why, for reports)."""
@@ -357,7 +350,7 @@ class RegionFinder:
         pad = self._pads.get(producer)
         if pad is None:
             pad = self._pads[producer] = describe(node, self.index)
-        if isinstance(pad, NotLinear):
+        if isinstance(pad, Reason):
             return None
         rank = geometry.rank + 2
         axes = pad.axes if pad.axes is not None else tuple(range(len(pad.pads) // 2))
@@ -384,27 +377,25 @@ class RegionFinder:
                 if not constant.is_float and x.has_leaf:
                     raise malformed_constant(self.index.nodes[i], constant)
                 if step.kind == "batch_norm":
-                    found = 1 if x.rank is None or x.rank >= 2 else NotLinear(
-                        "NOT_PER_CHANNEL", f"a BatchNormalization on a rank-{x.rank} tensor")
+                    found = 1 if x.rank is None or x.rank >= 2 else Reason(Code.NOT_PER_CHANNEL, f"a BatchNormalization on a rank-{x.rank} tensor")
                     count = constant.shape[0]
                 else:
                     found = constant_axis(constant.shape, x.rank)
-                    count = None if found is None or isinstance(found, NotLinear) else _dim(constant.shape, x.rank, found)
+                    count = None if found is None or isinstance(found, Reason) else _dim(constant.shape, x.rank, found)
                 if x.op is None and axis is None and isinstance(found, int):
                     # X itself: its channels are on the axis the constant picks
                     channels = self.index.dim(x.source, found)
                     geometry = diagonal_geometry(channels)
                     x = replace(x, geometry=geometry)
-                if not isinstance(found, NotLinear) and found is not None and axis is not None and found != axis:
+                if not isinstance(found, Reason) and found is not None and axis is not None and found != axis:
                     what = "BatchNormalization normalizes" if step.kind == "batch_norm" else "a constant varies along"
-                    found = NotLinear(
-                        "NOT_PER_CHANNEL",
+                    found = Reason(Code.NOT_PER_CHANNEL,
                         f"{what} axis {found} of a rank-{x.rank} tensor whose channels are on axis {axis} "
                         "(a per-channel constant has shape [C,1,1] or [1,C,1,1]; after a MatMul, [C] on the last axis)",
                     )
-                if not isinstance(found, NotLinear) and count is not None and channels is not None and count != channels:
-                    found = NotLinear("NOT_PER_CHANNEL", f"a constant of shape {list(constant.shape)} that does not match {channels} channels")
-                if isinstance(found, NotLinear):
+                if not isinstance(found, Reason) and count is not None and channels is not None and count != channels:
+                    found = Reason(Code.NOT_PER_CHANNEL, f"a constant of shape {list(constant.shape)} that does not match {channels} channels")
+                if isinstance(found, Reason):
                     self._refuse_stop(i, found, x)
                     return None
                 if found is not None:
@@ -432,23 +423,23 @@ class RegionFinder:
         ranks = {o.rank for o in operands} - {None}
         if len(axes) > 1 or len(ranks) > 1:
             if leafy:
-                self._refuse(i, "NOT_PER_CHANNEL", f"cannot merge its branches: their channels lie on different axes {sorted(axes)}")
+                self._refuse(i, Code.NOT_PER_CHANNEL, f"cannot merge its branches: their channels lie on different axes {sorted(axes)}")
             return None
         axis, rank = next(iter(axes), None), next(iter(ranks), None)
         try:
             geometry = merge_geometry([o.geometry for o in operands])
-        except MergeRefused as refused:
+        except Refused as refused:
             if leafy:
-                self._refuse(i, refused.code, f"cannot merge its branches: {refused.message}")
+                self._refuse(i, refused.reason.code, f"cannot merge its branches: {refused.reason.message}")
             return None
         for constant, _ in op.offsets:
             found = constant_axis(constant.shape, rank)
-            count = None if found is None or isinstance(found, NotLinear) else _dim(constant.shape, rank, found)
-            if not isinstance(found, NotLinear) and found is not None and (
+            count = None if found is None or isinstance(found, Reason) else _dim(constant.shape, rank, found)
+            if not isinstance(found, Reason) and found is not None and (
                 (axis is not None and found != axis) or (geometry.out_channels is not None and count != geometry.out_channels)
             ):
-                found = NotLinear("NOT_PER_CHANNEL", f"an added constant of shape {list(constant.shape)} that is not per channel")
-            if isinstance(found, NotLinear):
+                found = Reason(Code.NOT_PER_CHANNEL, f"an added constant of shape {list(constant.shape)} that is not per channel")
+            if isinstance(found, Reason):
                 if leafy:
                     self._refuse(i, found.code, f"cannot merge its branches: {found.message}")
                 return None
@@ -456,9 +447,7 @@ class RegionFinder:
         original = sum(o.cost for o in operands) + (geometry.out_channels or 1)
         fused = geometry.macs_per_output_pixel()
         if not geometry.is_diagonal and fused > original:
-            self._refuse(
-                i,
-                "COST",
+            self._refuse(i, Code.COST,
                 f"merging its branches would give a {'x'.join(map(str, geometry.kernel)) or 'dense'} operator with "
                 f"groups={geometry.groups} costing {fused} MACs per output position, more than the "
                 f"{original} of the branches it would replace; the branches are folded separately",
@@ -490,9 +479,9 @@ class RegionFinder:
         names = [node_label(node)]
         if blocker is not None and blocker != i:
             names.append(node_label(self.index.nodes[blocker]))
-        self.refusals.append(Refusal(code, f"{node.op_type} '{node_label(node)}' {message}", tuple(names), self.graph_name))
+        self.refusals.append(Reason(code, f"{node.op_type} '{node_label(node)}' {message}", tuple(names), self.graph_name))
 
-    def _refuse_stop(self, i: int, reason: NotLinear, operand: Form | None = None) -> None:
+    def _refuse_stop(self, i: int, reason: Reason, operand: Form | None = None) -> None:
         """A node that could have extended a block refuses; report it when a block is at stake."""
         node = self.index.nodes[i]
         if reason.code not in _REPORTED_STOPS:
@@ -514,21 +503,21 @@ class RegionFinder:
                 message += "; the block before it is folded without it"
             else:
                 message += "; it stays a node of its own"
-            self.refusals.append(Refusal(reason.code, message, (node_label(node),), self.graph_name))
+            self.refusals.append(Reason(reason.code, message, (node_label(node),), self.graph_name))
 
-    def _refuse_leaf(self, i: int, reason: NotLinear) -> None:
+    def _refuse_leaf(self, i: int, reason: Reason) -> None:
         """A Conv that cannot start a region although a linear op reads it (a Conv -> BN left as two nodes)."""
-        if reason.code == "NONLINEAR":
+        if not reason.code.is_refusal:
             return
         node = self.index.nodes[i]
         readers = self.index.consumer_nodes(node.output[0])
-        if not any(not isinstance(describe(self.index.nodes[r], self.index), NotLinear) for r in readers):
+        if not any(not isinstance(describe(self.index.nodes[r], self.index), Reason) for r in readers):
             return
         key = (reason.code, i)
         if key not in self._refused_at:
             self._refused_at.add(key)
             message = f"{reason.message}; it is not folded with the linear operators that follow it"
-            self.refusals.append(Refusal(reason.code, message, (node_label(node),), self.graph_name))
+            self.refusals.append(Reason(reason.code, message, (node_label(node),), self.graph_name))
 
     def _explain_mixed_sources(self, i: int, operands: tuple[Form, ...]) -> None:
         """A sum of forms over different tensors: say why, when one of them derives from another."""
@@ -560,10 +549,10 @@ class RegionFinder:
             form = self.forms.get(tensor)
             if form is not None and form.source in targets and form.has_leaf:
                 if tensor in index.graph_outputs:
-                    return "GRAPH_OUTPUT", f"'{tensor}' inside the block is a graph output", form.node
+                    return Code.GRAPH_OUTPUT, f"'{tensor}' inside the block is a graph output", form.node
                 if not index.is_single_use(tensor, reader):
                     readers = ", ".join(node_label(index.nodes[r]) for r in index.consumer_nodes(tensor) if r != reader)
-                    return "FAN_OUT", f"'{tensor}' inside the block is also read by {readers}", form.node
+                    return Code.FAN_OUT, f"'{tensor}' inside the block is also read by {readers}", form.node
             producer = index.producer.get(tensor)
             if producer is None or depth >= _EXPLAIN_DEPTH:
                 continue
@@ -572,13 +561,13 @@ class RegionFinder:
             if any(t in targets or (t in self.forms and self.forms[t].source in targets) for t in inputs):
                 reason = describe(node, index)
                 if producer in self._pad_blockers:
-                    reason = NotLinear("BLOCKING_OP", self._pad_blockers[producer])
+                    reason = Reason(Code.BLOCKING_OP, self._pad_blockers[producer])
                 elif isinstance(reason, ZeroPad):
-                    reason = NotLinear("BLOCKING_OP", f"Pad '{node_label(node)}' pads a tensor no Conv reads directly")
-                if isinstance(reason, NotLinear):
-                    if reason.code in ("NONLINEAR", "NOT_LINEAR") and (depth > 0 or start_has_leaf):
+                    reason = Reason(Code.BLOCKING_OP, f"Pad '{node_label(node)}' pads a tensor no Conv reads directly")
+                if isinstance(reason, Reason):
+                    if reason.code in (Code.ENDS_BLOCK, Code.NOT_LINEAR) and (depth > 0 or start_has_leaf):
                         continue  # a deeper non-linear branch: not a block, nothing to report
-                    code = "BLOCKING_OP" if reason.code == "NONLINEAR" else reason.code
+                    code = Code.BLOCKING_OP if reason.code == Code.ENDS_BLOCK else reason.code
                     return code, reason.message, producer
             for t in inputs:
                 if t not in seen:

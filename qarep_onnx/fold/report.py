@@ -13,26 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from ..errors import Reason
+
 if TYPE_CHECKING:
     from ..runtime.validation import ValidationResult
     from ..stats import ModelStats
 
 REPORT_SCHEMA_VERSION = 2
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A block left as it was, and why.
-
-    ``code`` is stable (FAN_OUT, GRAPH_OUTPUT, NON_CONSTANT, BN_TRAINING, NOT_PER_CHANNEL,
-    STRIDE_MISMATCH, MISALIGNED, EVEN_KERNEL, AUTO_PAD, BLOCKING_OP, NOT_LINEAR, COST, ...; the
-    README lists them all); ``message`` is for people.
-    """
-
-    code: str
-    message: str
-    nodes: tuple[str, ...]
-    graph: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,7 +49,7 @@ class Fold:
 @dataclass
 class Report:
     folds: list[Fold] = field(default_factory=list)
-    refusals: list[Refusal] = field(default_factory=list)
+    refusals: list[Reason] = field(default_factory=list)  # blocks left as they were, and why
     op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
     stats_before: ModelStats | None = None

@@ -20,7 +20,7 @@ from typing import Callable
 import onnx
 from onnx import TensorProto, helper
 
-from ..errors import QarepError
+from ..errors import ProviderError, QarepError
 
 ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 CHOICES = ("auto", "cpu", "cuda", "tensorrt")
@@ -29,12 +29,6 @@ CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 # the same from one session to the next.
 _PROVIDER_OPTIONS = {"cuda": {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}, "tensorrt": {}, "cpu": {}}
 _INSTALL_HINT = 'pip install "qarep-onnx[cuda]" installs them beside onnxruntime-gpu'
-
-
-class ProviderError(QarepError):
-    """The requested execution provider cannot run on this machine."""
-
-    exit_code = 5
 
 
 @dataclass(frozen=True)
