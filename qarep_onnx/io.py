@@ -19,7 +19,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import InputModelError, OutputPathError
-from .graph import model_tensors
+from .graph.walk import model_tensors
 from .paths import OutputPath, check_outputs, resolve_output
 
 PROTOBUF_LIMIT = 2**31 - 1

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from .graph import node_subgraphs
+from .graph.walk import scopes
 
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Sum"}
 _MATRIX_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -30,23 +30,12 @@ class ModelStats:
     flops: int | None
 
 
-def _graphs(model: onnx.ModelProto):
-    """Every graph of the model (subgraphs included), and function bodies as node lists."""
-    stack = [model.graph]
-    while stack:
-        graph = stack.pop()
-        yield graph.initializer, graph.node
-        for node in graph.node:
-            stack.extend(node_subgraphs(node))
-    for function in model.functions:
-        yield (), function.node
-
-
 def parameter_count(model: onnx.ModelProto) -> int:
+    """Elements in the initializers of every graph and in the value of every Constant node."""
     total = 0
-    for initializers, nodes in _graphs(model):
-        total += sum(math.prod(t.dims) for t in initializers)
-        for node in nodes:
+    for scope in scopes(model):
+        total += sum(math.prod(t.dims) for t in scope.initializers)
+        for node in scope.nodes:
             if node.op_type == "Constant":
                 for attr in node.attribute:
                     if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
@@ -55,15 +44,7 @@ def parameter_count(model: onnx.ModelProto) -> int:
 
 
 def _control_flow_has_matrix_ops(model: onnx.ModelProto) -> bool:
-    stack = [g for node in model.graph.node for g in node_subgraphs(node)]
-    stack += [g for f in model.functions for node in f.node for g in node_subgraphs(node)]
-    while stack:
-        graph = stack.pop()
-        for node in graph.node:
-            if node.op_type in _MATRIX_OPS:
-                return True
-            stack.extend(node_subgraphs(node))
-    return False
+    return any(node.op_type in _MATRIX_OPS for scope in scopes(model) if scope.in_body for node in scope.nodes)
 
 
 def _inlined(model: onnx.ModelProto) -> onnx.ModelProto:

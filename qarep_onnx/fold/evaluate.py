@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from ..errors import Code, Reason, Refused
-from ..graph import FLOAT_TYPES
+from ..graph.tensors import FLOAT_TYPES
 from . import algebra
 from .algebra import ConvForm
 from .ops import (

@@ -29,18 +29,16 @@ from dataclasses import dataclass
 import onnx
 
 from ..errors import Code, Reason, Refused
-from ..graph import (
-    FLOAT_TYPES,
-    Constant,
-    GraphIndex,
+from ..graph.attributes import (
     float_attribute,
     int_attribute,
     ints_attribute,
     malformed,
     node_label,
     string_attribute,
-    type_name,
 )
+from ..graph.index import GraphIndex
+from ..graph.tensors import FLOAT_TYPES, Constant, type_name
 
 
 @dataclass(frozen=True)

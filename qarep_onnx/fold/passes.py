@@ -10,16 +10,19 @@ Returns a :class:`~qarep_onnx.report.Report`.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import onnx
 
 from ..errors import Reason, Refused
-from ..graph import GraphIndex, node_label, node_subgraphs, subgraph_outer_names
+from ..graph.attributes import node_label
+from ..graph.index import GraphIndex
+from ..graph.walk import NameAllocator, node_reads, subgraph_outer_names
 from .evaluate import ScratchPool, folded_conv
 from .regions import RegionFinder
 from .report import Fold, Report, op_counts, qdq_counts
-from .rewrite import GraphRewriter, NameAllocator, all_names
+from .rewrite import GraphRewriter
 
 log = logging.getLogger("qarep_onnx")
 
@@ -54,7 +57,7 @@ def fold_model(
     report = Report(op_counts_before=op_counts(model))
     report.qdq_pairs, report.dequantized_constants = qdq_counts(model)
     legacy_ir = model.ir_version < _FIRST_IR_WITH_OPTIONAL_INITIALIZER_INPUTS
-    state = _Pass(keep_post_bn, NameAllocator(all_names(model)), report, legacy_ir)
+    state = _Pass(keep_post_bn, NameAllocator.for_model(model), report, legacy_ir)
     trained = _training_names(model)
     for _ in range(_MAX_PASSES):
         first = len(report.folds)
@@ -90,10 +93,7 @@ def _may_fold_more(graph: onnx.GraphProto, folds: list[Fold]) -> bool:
     bookkeeping: another pass looks at them."""
     if any(f.graph for f in folds):
         return True
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in set(node.input) | set().union(*(subgraph_outer_names(g) for g in node_subgraphs(node))):
-            readers[name] = readers.get(name, 0) + 1
+    readers = Counter(name for node in graph.node for name in node_reads(node))
     producer = {o: node.op_type for node in graph.node for o in node.output}
     outputs = {o.name for o in graph.output}
     return any(

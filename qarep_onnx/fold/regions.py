@@ -24,7 +24,9 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from ..errors import Code, Reason, Refused
-from ..graph import GraphIndex, malformed, node_label, type_name
+from ..graph.attributes import malformed, node_label
+from ..graph.index import GraphIndex
+from ..graph.tensors import type_name
 from .algebra import (
     Geometry,
     conv_geometry,

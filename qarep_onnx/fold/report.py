@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from ..errors import Reason
+from ..graph.walk import all_nodes, scopes
 
 if TYPE_CHECKING:
     from ..runtime.validation import ValidationResult
@@ -133,16 +134,11 @@ def validation_report(result) -> dict:
 
 def qdq_counts(model: onnx.ModelProto) -> tuple[int, int]:
     """(Q -> DQ pairs, DequantizeLinear nodes of a constant) over every graph and function."""
-    from ..graph import node_subgraphs
-
     pairs = constants = 0
-    graphs = [model.graph] + [onnx.helper.make_graph(list(f.node), f.name, [], []) for f in model.functions]
-    while graphs:
-        graph = graphs.pop()
-        producer = {o: n.op_type for n in graph.node for o in n.output}
-        initializers = {t.name for t in graph.initializer}
-        for node in graph.node:
-            graphs.extend(node_subgraphs(node))
+    for scope in scopes(model):
+        producer = {o: n.op_type for n in scope.nodes for o in n.output}
+        initializers = {t.name for t in scope.initializers}
+        for node in scope.nodes:
             if node.op_type != "DequantizeLinear" or not node.input:
                 continue
             source = node.input[0]
@@ -155,19 +151,4 @@ def qdq_counts(model: onnx.ModelProto) -> tuple[int, int]:
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     """Node count per op type over the main graph, its subgraphs and model-local functions."""
-    counts: Counter[str] = Counter()
-
-    def visit(nodes) -> None:
-        for node in nodes:
-            counts[node.op_type] += 1
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g.node)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        visit(g.node)
-
-    visit(model.graph.node)
-    for function in model.functions:
-        visit(function.node)
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(node.op_type for node in all_nodes(model)).items()))

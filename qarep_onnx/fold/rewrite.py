@@ -13,49 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..graph import (
-    GraphIndex,
-    graph_defined_names,
-    node_subgraphs,
-    subgraph_outer_names,
-)
-
-
-class NameAllocator:
-    """Fresh tensor and node names that collide with nothing in the model."""
-
-    def __init__(self, taken: set[str]) -> None:
-        self.taken = taken
-
-    def fresh(self, base: str) -> str:
-        name, n = base, 1
-        while name in self.taken:
-            n += 1
-            name = f"{base}_{n}"
-        self.taken.add(name)
-        return name
-
-
-def all_names(model: onnx.ModelProto) -> set[str]:
-    """Every tensor and node name in a model: its graph, subgraphs and functions."""
-    names: set[str] = set()
-    stack = [model.graph]
-    for function in model.functions:
-        names.update(function.input)
-        names.update(function.output)
-        stack.append(onnx.helper.make_graph(list(function.node), function.name, [], []))
-    while stack:
-        g = stack.pop()
-        names.update(i.name for i in g.input)
-        names.update(o.name for o in g.output)
-        names.update(t.name for t in g.initializer)
-        names.update(v.name for v in g.value_info)
-        for node in g.node:
-            names.update(node.output)
-            names.add(node.name)
-            stack.extend(node_subgraphs(node))
-    names.discard("")
-    return names
+from ..graph.index import GraphIndex
+from ..graph.walk import NameAllocator, graph_defined_names, node_reads
 
 
 def make_conv(
@@ -233,11 +192,8 @@ class GraphRewriter:
     def _names_read_by_kept_nodes(self) -> set[str]:
         used = set(self.index.graph_outputs)
         for i, node in enumerate(self.graph.node):
-            if i in self._doomed:
-                continue
-            used.update(node.input)
-            for sub in node_subgraphs(node):
-                used |= subgraph_outer_names(sub)
+            if i not in self._doomed:
+                used |= node_reads(node)
         return used
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..graph import int_attribute, tensor_values
+from ..graph.attributes import int_attribute
+from ..graph.tensors import tensor_values
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

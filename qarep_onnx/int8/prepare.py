@@ -26,7 +26,8 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import UsageError
-from ..graph import float_attribute, tensor_values, type_name
+from ..graph.attributes import float_attribute
+from ..graph.tensors import tensor_values, type_name
 from ..runtime.validation import model_float_type
 from .layers import LAYER_OPS
 

@@ -34,8 +34,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import InputModelError, QarepError, UsageError
-from ..fold.rewrite import all_names
-from ..graph import model_tensors, node_subgraphs, tensor_values
+from ..graph.tensors import tensor_values
+from ..graph.walk import NameAllocator, model_tensors, scopes
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
 from .providers import ProviderChoice, select_provider, session
 
@@ -154,20 +154,13 @@ def as_float32(model: onnx.ModelProto) -> onnx.ModelProto:
     for t in model_tensors(copy):
         if t.data_type in _WIDE:
             t.CopyFrom(numpy_helper.from_array(tensor_values(t).astype(np.float32), t.name))
-    graphs = [copy.graph]
-    nodes = [n for f in copy.functions for n in f.node]
-    while graphs or nodes:
-        if graphs:
-            g = graphs.pop()
-            for v in list(g.input) + list(g.output) + list(g.value_info):
-                convert_type(v)
-            nodes.extend(g.node)
-        while nodes:
-            node = nodes.pop()
+    for scope in scopes(copy):
+        for v in scope.value_infos:
+            convert_type(v)
+        for node in scope.nodes:
             for attr in node.attribute:
                 if attr.name == "to" and node.op_type == "Cast" and attr.i in _WIDE:
                     attr.i = onnx.TensorProto.FLOAT
-            graphs.extend(node_subgraphs(node))
     return copy
 
 
@@ -202,13 +195,10 @@ def perturbed_by_one_ulp(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelPro
     copy.CopyFrom(model)
     rng = np.random.default_rng(seed)
     changed = False
-    graphs = [(copy.graph.initializer, copy.graph.node)] + [((), f.node) for f in copy.functions]
-    while graphs:
-        initializers, nodes = graphs.pop()
-        weights = _weight_names(nodes)
-        tensors = [t for t in initializers if t.name in weights]
-        for node in nodes:
-            graphs += [(g.initializer, g.node) for g in node_subgraphs(node)]
+    for scope in scopes(copy):
+        weights = _weight_names(scope.nodes)
+        tensors = [t for t in scope.initializers if t.name in weights]
+        for node in scope.nodes:
             if node.op_type == "Constant" and node.output and node.output[0] in weights:
                 tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
         for t in tensors:
@@ -491,43 +481,22 @@ def probed_copy(model: onnx.ModelProto, node_names: set[str], float_type: int) -
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(float_type)
-    taken = all_names(copy)
-    counter = [0]
-
-    def fresh(base: str) -> str:
-        while True:
-            counter[0] += 1
-            name = f"{base}__probe{counter[0]}"
-            if name not in taken:
-                taken.add(name)
-                return name
-
-    def visit(nodes) -> list[onnx.NodeProto]:
-        out = []
-        for node in nodes:
-            for sub in node_subgraphs(node):
-                rebuilt = visit(sub.node)
-                del sub.node[:]
-                sub.node.extend(rebuilt)
-            out.append(node)
+    names = NameAllocator.for_model(copy)
+    for scope in scopes(copy):
+        rebuilt = []
+        for node in scope.nodes:
+            rebuilt.append(node)
             if node.name in node_names and node.output:
                 final = node.output[0]
-                raw = fresh(final)
-                node.output[0] = raw
-                scale, offset, scaled = fresh("scale"), fresh("offset"), fresh(final)
-                out += [
+                raw = node.output[0] = names.fresh(f"{final}__probe")
+                scale, offset, scaled = names.fresh("probe_scale"), names.fresh("probe_offset"), names.fresh(f"{final}__probed")
+                rebuilt += [
                     helper.make_node("Constant", [], [scale], value=numpy_helper.from_array(np.array(1.5, dtype))),
                     helper.make_node("Constant", [], [offset], value=numpy_helper.from_array(np.array(1.0, dtype))),
                     helper.make_node("Mul", [raw, scale], [scaled]),
                     helper.make_node("Add", [scaled, offset], [final]),
                 ]
-        return out
-
-    rebuilt = visit(copy.graph.node)
-    del copy.graph.node[:]
-    copy.graph.node.extend(rebuilt)
-    for function in copy.functions:
-        rebuilt = visit(function.node)
-        del function.node[:]
-        function.node.extend(rebuilt)
+        if len(rebuilt) != len(scope.nodes):
+            del scope.nodes[:]
+            scope.nodes.extend(rebuilt)
     return copy

@@ -1,215 +1,23 @@
-"""Read-only facts about one ONNX graph: producers, consumers, constants, ranks, attributes.
+"""Read-only facts about one ONNX graph: producers, consumers, constants, ranks.
 
 A region may only swallow a tensor whose every use it can see, so consumers here include the
 nodes whose subgraphs (If/Loop/Scan bodies) read a tensor from the enclosing scope.  A constant is
 an initializer that no graph input can override, a ``Constant`` node, or an ``Identity`` of either;
 inside a subgraph every name the body defines itself (a formal input, an initializer, a node
 output) shadows the enclosing graphs' tensors of the same name.  Numbers are read only when a
-region that uses them is folded, and every attribute and tensor is checked where it is read: a
-malformed model raises :class:`~qarep_onnx.errors.InputModelError`, never an IndexError.
+region that uses them is folded.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from typing import Callable, Iterator
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from .errors import Code, InputModelError, Reason, Refused
-
-FLOAT_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.DOUBLE: np.float64,
-}
-
-_A = onnx.AttributeProto
-
-
-def type_name(elem_type: int) -> str:
-    try:
-        return onnx.TensorProto.DataType.Name(elem_type)
-    except ValueError:
-        return f"type {elem_type}"
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A constant tensor: its shape and element type now, its values on demand."""
-
-    name: str
-    shape: tuple[int, ...]
-    elem_type: int
-    load: Callable[[], np.ndarray]
-
-    @property
-    def is_float(self) -> bool:
-        return self.elem_type in FLOAT_TYPES
-
-
-def node_label(node: onnx.NodeProto) -> str:
-    """A node's name, or a description of it when it has none (for messages and reports)."""
-    return node.name or f"<{node.op_type} -> {node.output[0] if node.output else '?'}>"
-
-
-def malformed(node: onnx.NodeProto, problem: str) -> InputModelError:
-    return InputModelError(f"{node.op_type} '{node_label(node)}' {problem}; the model is not valid ONNX, fix its export")
-
-
-def caller_attribute(node: onnx.NodeProto, name: str, reference: str) -> Refused:
-    """An attribute of a node in a model-local function whose value the caller supplies (``ref_attr_name``):
-    not a constant, so whatever needs it is not folded."""
-    return Refused(Reason(
-        Code.NON_CONSTANT,
-        f"{node.op_type} '{node_label(node)}' takes its attribute '{name}' from the function's caller "
-        f"(attribute '{reference}'), so its value is not known inside the function",
-    ))
-
-
-def _attribute_proto(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
-    for attr in node.attribute:
-        if attr.name == name:
-            if attr.ref_attr_name:
-                raise caller_attribute(node, name, attr.ref_attr_name)
-            return attr
-    return None
-
-
-def _typed(node: onnx.NodeProto, name: str, kind: int):
-    attr = _attribute_proto(node, name)
-    if attr is None:
-        return None
-    if attr.type != kind:
-        raise malformed(node, f"has attribute '{name}' of type {_A.AttributeType.Name(attr.type)}, "
-                              f"expected {_A.AttributeType.Name(kind)}")
-    return onnx.helper.get_attribute_value(attr)
-
-
-def int_attribute(node: onnx.NodeProto, name: str, default: int, minimum: int | None = None) -> int:
-    value = _typed(node, name, _A.INT)
-    value = default if value is None else int(value)
-    if minimum is not None and value < minimum:
-        raise malformed(node, f"has attribute {name}={value}; it must be at least {minimum}")
-    return value
-
-
-def float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
-    value = _typed(node, name, _A.FLOAT)
-    return default if value is None else float(value)
-
-
-def string_attribute(node: onnx.NodeProto, name: str, default: str) -> str:
-    value = _typed(node, name, _A.STRING)
-    if value is None:
-        return default
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def ints_attribute(
-    node: onnx.NodeProto, name: str, default: tuple[int, ...], length: int | None = None, minimum: int | None = None
-) -> tuple[int, ...]:
-    value = _typed(node, name, _A.INTS)
-    values = tuple(default) if value is None else tuple(int(v) for v in value)
-    if length is not None and len(values) != length:
-        raise malformed(node, f"has {len(values)} values in attribute '{name}' where it needs {length}")
-    if minimum is not None and any(v < minimum for v in values):
-        raise malformed(node, f"has attribute {name}={list(values)}; every value must be at least {minimum}")
-    return values
-
-
-def tensor_values(tensor: onnx.TensorProto, where: str = "") -> np.ndarray:
-    """A tensor's values, or :class:`InputModelError` when its data does not match its type and dims."""
-    if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        raise InputModelError(
-            f"tensor '{tensor.name}'{where} is stored in external data that was not loaded; pass the model's "
-            "path, or load it with onnx.load(path) (which reads external data)"
-        )
-    try:
-        return numpy_helper.to_array(tensor)
-    except Exception as exc:  # onnx raises ValueError, TypeError or its own errors for broken tensors
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputModelError(
-            f"tensor '{tensor.name}'{where} cannot be read ({detail}): its data does not match its "
-            f"{type_name(tensor.data_type)} dims {list(tensor.dims)}"
-        ) from exc
-
-
-def _loader(tensor: onnx.TensorProto, where: str) -> Callable[[], np.ndarray]:
-    return lambda: tensor_values(tensor, where)
-
-
-def _constant_node_value(node: onnx.NodeProto) -> tuple[tuple[int, ...], int, Callable[[], np.ndarray]] | None:
-    """Shape, element type and loader of a Constant node's value, or None for sparse, string or caller values."""
-    for attr in node.attribute:
-        if attr.ref_attr_name:
-            return None  # the value comes from the function's caller
-        if attr.name == "value" and attr.type == _A.TENSOR:
-            t = attr.t
-            return tuple(t.dims), t.data_type, _loader(t, f" of Constant '{node_label(node)}'")
-        if attr.name == "value_float" and attr.type == _A.FLOAT:
-            return (), onnx.TensorProto.FLOAT, lambda v=attr.f: np.array(v, np.float32)
-        if attr.name == "value_floats" and attr.type == _A.FLOATS:
-            values = list(attr.floats)
-            return (len(values),), onnx.TensorProto.FLOAT, lambda v=values: np.array(v, np.float32)
-        if attr.name == "value_int" and attr.type == _A.INT:
-            return (), onnx.TensorProto.INT64, lambda v=attr.i: np.array(v, np.int64)
-        if attr.name == "value_ints" and attr.type == _A.INTS:
-            values = list(attr.ints)
-            return (len(values),), onnx.TensorProto.INT64, lambda v=values: np.array(v, np.int64)
-    return None
-
-
-def subgraph_outer_names(graph: onnx.GraphProto) -> set[str]:
-    """Names a subgraph (recursively) reads but does not define: its uses of the outer scope."""
-    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    defined |= {t.values.name for t in graph.sparse_initializer}
-    used: set[str] = set()
-    for node in graph.node:
-        used.update(n for n in node.input if n and n not in defined)
-        for sub in node_subgraphs(node):
-            used |= subgraph_outer_names(sub) - defined
-        defined.update(node.output)
-    return used
-
-
-def graph_defined_names(graph: onnx.GraphProto) -> set[str]:
-    """Every name a graph defines itself: formal inputs, initializers and node outputs."""
-    names = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    names |= {t.values.name for t in graph.sparse_initializer}
-    for node in graph.node:
-        names.update(o for o in node.output if o)
-    return names
-
-
-def node_subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    graphs = []
-    for attr in node.attribute:
-        if attr.type == _A.GRAPH:
-            graphs.append(attr.g)
-        elif attr.type == _A.GRAPHS:
-            graphs.extend(attr.graphs)
-    return graphs
-
-
-def model_tensors(model: onnx.ModelProto, initializers_only: bool = False) -> Iterator[onnx.TensorProto]:
-    """The initializers of every graph (subgraphs included) and, unless told, every Constant node's tensor
-    (model-local functions included)."""
-    graphs = [model.graph]
-    nodes = [] if initializers_only else [n for f in model.functions for n in f.node]
-    while graphs or nodes:
-        if graphs:
-            g = graphs.pop()
-            yield from g.initializer
-            nodes.extend(g.node)
-        while nodes:
-            node = nodes.pop()
-            if not initializers_only:
-                yield from (a.t for a in node.attribute if a.type == _A.TENSOR)
-            graphs.extend(node_subgraphs(node))
+from ..errors import InputModelError, Refused
+from .attributes import int_attribute, ints_attribute, node_label
+from .tensors import Constant, constant_node_value, loader
+from .walk import graph_defined_names, node_reads
 
 
 def check_unique_definitions(graph: onnx.GraphProto, label: str) -> None:
@@ -269,10 +77,7 @@ class GraphIndex:
             for name in node.output:
                 if name:
                     self.producer[name] = index
-            reads = {n for n in node.input if n}
-            for sub in node_subgraphs(node):
-                reads |= subgraph_outer_names(sub)
-            for name in reads:
+            for name in node_reads(node):
                 self.consumers[name].append(index)
         self.graph_outputs = {o.name for o in graph.output}
         self.graph_inputs = {i.name for i in graph.input}
@@ -292,12 +97,12 @@ class GraphIndex:
                 continue
             if init.name in self.graph_inputs and self.overridable_initializers:
                 continue  # overridable by the caller: not a constant
-            constants[init.name] = Constant(init.name, tuple(init.dims), init.data_type, _loader(init, ""))
+            constants[init.name] = Constant(init.name, tuple(init.dims), init.data_type, loader(init, ""))
         for node in self.nodes:
             if node.domain not in ("", "ai.onnx") or len(node.output) != 1:
                 continue
             if node.op_type == "Constant":
-                value = _constant_node_value(node)
+                value = constant_node_value(node)
                 if value is not None:
                     shape, elem_type, load = value
                     constants[node.output[0]] = Constant(node.output[0], shape, elem_type, load)
