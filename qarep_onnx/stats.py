@@ -2,9 +2,9 @@
 
 FLOPs need tensor shapes, so shape inference runs once, before folding, on a light copy of the
 graph: initializers are declared as typed inputs instead of carried, which keeps this cheap on
-large models.  Counted:
-Conv and Gemm/MatMul as 2 FLOPs per multiply-accumulate, BatchNormalization as 2 per element, and
-Add/Sub/Mul/Div/Sum as 1 per output element; other ops are left out.  Calls of model-local
+large models.  Counted: each leaf operator (Conv, ConvTranspose, Gemm/MatMul) as 2 FLOPs per
+multiply-accumulate, by its kind, and the other operators by the op table's FLOPs per output
+element (2 for a BatchNormalization, 1 for Add/Sub/Mul/Div/Sum); other ops are left out.  Calls of model-local
 functions are counted through an inlined copy.  The estimate is unknown (``None``) with symbolic
 dimensions and no given shape, and when If/Loop/Scan bodies hold Conv, Gemm or MatMul nodes (what
 they cost depends on the control flow).  Parameters are counted in every graph and function.
@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
+from .fold.kinds.base import static
+from .fold.ops import rule
 from .graph.walk import scopes
-
-_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Sum"}
-_MATRIX_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def parameter_count(model: onnx.ModelProto) -> int:
 
 
 def _control_flow_has_matrix_ops(model: onnx.ModelProto) -> bool:
-    return any(node.op_type in _MATRIX_OPS for scope in scopes(model) if scope.in_body for node in scope.nodes)
+    return any(rule(node.op_type).kind is not None for scope in scopes(model) if scope.in_body for node in scope.nodes)
 
 
 def _inlined(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -80,10 +79,6 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
-def _static(shape: tuple[int | None, ...] | None) -> tuple[int, ...] | None:
-    return shape if shape is not None and None not in shape else None
-
-
 def tensor_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict | None:
     """Inferred shapes of the main graph's tensors (``None`` for a dimension that is not static), or
     None when shape inference fails."""
@@ -104,27 +99,17 @@ def flop_estimate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | N
     weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
     total = 0
     for node in model.graph.node:
-        out = _static(shapes.get(node.output[0])) if node.output else None
-        if node.op_type in _MATRIX_OPS and len(node.input) < 2:
-            return None  # not a valid node: the fold says why
-        if node.op_type in ("Conv", "ConvTranspose"):
-            weight = weights.get(node.input[1]) or _static(shapes.get(node.input[1]))
-            x = _static(shapes.get(node.input[0]))
-            if out is None or weight is None or x is None:
+        op = rule(node.op_type)
+        if op.kind is not None:
+            if len(node.input) < 2:
+                return None  # not a valid node: the fold says why
+            flops = op.kind.flops(node, shapes, weights)
+            if flops is None:
                 return None
-            # Conv: each output element reads C/g * k taps; ConvTranspose: each input element writes M/g * k.
-            reads = math.prod(weight[1:]) * math.prod(out) if node.op_type == "Conv" else math.prod(weight[1:]) * math.prod(x)
-            total += 2 * reads
-        elif node.op_type in ("Gemm", "MatMul"):
-            a = _static(shapes.get(node.input[0]))
-            if out is None or a is None:
-                return None
-            transposed = node.op_type == "Gemm" and any(t.name == "transA" and t.i for t in node.attribute)
-            total += 2 * math.prod(out) * (a[0] if transposed else a[-1])
-        elif node.op_type == "BatchNormalization" and out is not None:
-            total += 2 * math.prod(out)
-        elif node.op_type in _ELEMENTWISE and out is not None:
-            total += math.prod(out)
+            total += flops
+        elif op.flops_per_element and node.output:
+            out = static(shapes.get(node.output[0]))
+            total += op.flops_per_element * math.prod(out) if out is not None else 0
     return total
 
 

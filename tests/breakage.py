@@ -26,7 +26,7 @@ def _middle_fold(report, wide_kernel: bool = False):
 
 
 def _weights(model: onnx.ModelProto, fold) -> tuple[onnx.TensorProto, onnx.TensorProto]:
-    node = next(n for n in model.graph.node if n.name == fold.conv_name)
+    node = next(n for n in model.graph.node if n.name == fold.node)
     tensors = {t.name: t for t in model.graph.initializer}
     return tensors[node.input[1]], tensors[node.input[2]]
 

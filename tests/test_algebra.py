@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from builders import GraphBuilder
 
-from qarep_onnx.fold import algebra
 from qarep_onnx.errors import Refused
-from qarep_onnx.fold.algebra import Geometry, conv_geometry, diagonal_geometry, merge_geometry
+from qarep_onnx.fold import algebra
+from qarep_onnx.fold.algebra import diagonal_geometry
+from qarep_onnx.fold.kinds import merge_geometry
+from qarep_onnx.fold.kinds.conv import conv_geometry
 from qarep_onnx.runtime.validation import run
 
 
@@ -15,6 +17,11 @@ def geometry(k, cin=8, cout=8, groups=1, stride=1, dilation=1, pads=None):
     if pads is None:
         pads = tuple(dilation * (kk - 1) // 2 for kk in kernel) * 2
     return conv_geometry((cout, cin // groups, *kernel), groups, (stride,) * 2, (dilation,) * 2, tuple(pads))
+
+
+def _conv_values(weight, bias, groups, dilation, pads):
+    weight = np.asarray(weight)
+    return algebra.leaf_values(weight, bias, conv_geometry(weight.shape, groups, (1, 1), dilation, pads))
 
 
 def test_3x3_and_1x1_merge_into_centred_3x3():
@@ -61,7 +68,7 @@ def test_merge_refusals(branches, code):
 
 def test_batch_norm_identity():
     rng = np.random.default_rng(0)
-    form = algebra.conv_form(rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4), 1, (1, 1), (1, 1), (1,) * 4)
+    form = _conv_values(rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4), 1, (1, 1), (1,) * 4)
     gamma, beta, mean, var = rng.uniform(0.5, 1.5, 4), rng.standard_normal(4), rng.standard_normal(4), rng.uniform(0.5, 1.5, 4)
     out = algebra.batch_norm(form, gamma, beta, mean, var, 1e-3)
     t = gamma / np.sqrt(var + 1e-3)
@@ -94,10 +101,10 @@ def _conv_model(b: GraphBuilder, x, forms):
 def test_merged_form_computes_the_sum_on_onnxruntime(shapes):
     rng = np.random.default_rng(1)
     forms = [
-        algebra.conv_form(rng.standard_normal((8, 8 // g, k, k)), rng.standard_normal(8), g, (1, 1), (d, d), pads)
+        _conv_values(rng.standard_normal((8, 8 // g, k, k)), rng.standard_normal(8), g, (d, d), pads)
         for k, g, d, pads in shapes
     ]
-    merged = algebra.add(forms)
+    merged = algebra.add(forms, merge_geometry([f.geometry for f in forms]))
     b = GraphBuilder()
     x = b.input([1, 8, 9, 9])
     branch_outputs = _conv_model(b, x, forms)
@@ -112,8 +119,8 @@ def test_merged_form_computes_the_sum_on_onnxruntime(shapes):
 
 
 def test_identity_embeds_as_centre_tap_on_each_channel():
-    target = Geometry(4, 4, 2, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1))
-    w = algebra.embed(algebra.identity_form(4), target)
+    target = geometry(3, cin=4, cout=4, groups=2)
+    w = algebra.embed(algebra.identity_values(4), target)
     assert w.shape == (4, 2, 3, 3)
     expected = np.zeros((4, 2, 3, 3))
     for c in range(4):
@@ -124,13 +131,13 @@ def test_identity_embeds_as_centre_tap_on_each_channel():
 def test_regroup_finds_the_block_diagonal_structure_of_a_dense_weight():
     rng = np.random.default_rng(2)
     grouped = rng.standard_normal((8, 2, 3, 3))  # groups=4
-    dense = algebra.embed(algebra.conv_form(grouped, None, 4, (1, 1), (1, 1), (1,) * 4), geometry(3))
-    form = algebra.ConvForm(dense, np.zeros(8), geometry(3))
+    dense = algebra.embed(_conv_values(grouped, None, 4, (1, 1), (1,) * 4), geometry(3))
+    form = algebra.FormValues(dense, np.zeros(8), geometry(3))
     regrouped = algebra.regroup(form)
     assert regrouped.geometry.groups == 4
     np.testing.assert_array_equal(regrouped.weight, grouped)
 
 
 def test_regroup_keeps_a_truly_dense_weight():
-    form = algebra.conv_form(np.ones((8, 8, 3, 3)), None, 1, (1, 1), (1, 1), (1,) * 4)
+    form = _conv_values(np.ones((8, 8, 3, 3)), None, 1, (1, 1), (1,) * 4)
     assert algebra.regroup(form).geometry.groups == 1

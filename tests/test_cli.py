@@ -177,7 +177,7 @@ def test_explain_and_json_report(model_path, tmp_path):
     folded_lines = [line for line in result.stdout.splitlines() if line.startswith("folded  ")]
     assert len(folded_lines) == 1 and "3 branch(es)" in folded_lines[0] and "3x3 stride 1x1" in folded_lines[0]
     report = json.loads(report_path.read_text())
-    assert report["schema_version"] == 2 and report["blocks_folded"] == 1
+    assert report["schema_version"] == 3 and report["blocks_folded"] == 1
     assert report["op_counts_before"]["Conv"] == 2 and report["op_counts_after"]["Conv"] == 1
     assert report["parameters"]["after"] < report["parameters"]["before"]
     assert report["flops"]["after"] < report["flops"]["before"]

@@ -99,7 +99,7 @@ def test_folded_layers_are_marked():
     from qarep_onnx.api import optimize
 
     result = optimize(onnx.load(FIXTURES / "models" / "net_repvgg_a0_small__torchscript.onnx"))
-    names = {f.conv_name for f in result.report.folds}
+    names = {f.node for f in result.report.folds}
     figures = weight_report(find_layers(prepare(result.model)), names)
     assert sum(w.from_fold for w in figures) == 12 and len(figures) == 13
     assert [w.name for w in figures if not w.from_fold] == ["/head/fc/Gemm"]

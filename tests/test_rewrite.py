@@ -50,7 +50,7 @@ def test_untouched_nodes_and_initializers_are_byte_identical_and_in_order():
     optimized, report = qarep_onnx.optimize(model)
     (fold,) = report.folds
     untouched = [n for n in model.graph.node if n.name not in fold.removed_nodes]
-    kept = [n for n in optimized.graph.node if n.name != fold.conv_name]
+    kept = [n for n in optimized.graph.node if n.name != fold.node]
     assert [n.SerializeToString() for n in kept] == [n.SerializeToString() for n in untouched]
     used = {t for n in untouched for t in n.input}
     old_inits = [t.SerializeToString() for t in model.graph.initializer if t.name in used]

@@ -160,7 +160,7 @@ def test_validate_command_accepts_the_native_export_and_rejects_a_broken_fold(tm
     assert ok.returncode == 0, ok.stderr
     assert "validation passed" in ok.stdout and "the model's own float noise" in ok.stdout
     document = json.loads(report_path.read_text())
-    assert document["schema_version"] == 2 and document["validation"]["status"] == "passed"
+    assert document["schema_version"] == 3 and document["validation"]["status"] == "passed"
     assert len(document["validation"]["samples"]) == 2
     failed = cli("validate", "--provider", PROVIDER, FIXTURES / f"{DEEP}.onnx", broken)
     assert failed.returncode == 4 and "validation FAILED" in failed.stdout

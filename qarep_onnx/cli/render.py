@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import math
 
+from ..fold.ops import SUMMARY_ROWS, SUMMARY_ROWS_IF_PRESENT
 from ..fold.report import Report
 from ..runtime.bench import Latency
 from ..runtime.validation import ValidationResult
-
-SHOWN_OPS = ("Conv", "BatchNormalization", "Add", "Mul")
-# Shown too when the model has any: the other operators a fold produces or removes.
-SHOWN_IF_PRESENT = ("ConvTranspose", "Gemm", "MatMul", "Div", "Sub", "Pad")
 
 
 def _count(n: int | None) -> str:
@@ -26,10 +23,10 @@ def _count(n: int | None) -> str:
 
 
 def summary_lines(report: Report, explained: bool = False) -> list[str]:
-    target = "Convs" if all(f.op_type == "Conv" for f in report.folds) else "operators"
+    target = "Convs" if all(f.op_types == ("Conv",) for f in report.folds) else "operators"
     lines = [f"folded {report.blocks_folded} blocks ({report.regions_folded} regions) into single {target}"]
     before, after = report.op_counts_before, report.op_counts_after
-    shown = list(SHOWN_OPS) + [op for op in SHOWN_IF_PRESENT if before.get(op) or after.get(op)]
+    shown = list(SUMMARY_ROWS) + [op for op in SUMMARY_ROWS_IF_PRESENT if before.get(op) or after.get(op)]
     rows = [(op, str(before.get(op, 0)), str(after.get(op, 0))) for op in shown]
     if report.stats_before and report.stats_after:
         rows.append(("parameters", _count(report.stats_before.parameters), _count(report.stats_after.parameters)))
@@ -61,8 +58,9 @@ def explain_lines(report: Report) -> list[str]:
                 f"dilation {'x'.join(map(str, fold.dilation))} groups {fold.groups})"
             )
         where = f" in {fold.graph}" if fold.graph else ""
+        new = " + ".join(f"{op_type} {name!r}" for op_type, name in zip(fold.op_types, fold.nodes))
         lines.append(
-            f"folded  {fold.output!r}{where}: {fold.branches} branch(es) -> {fold.op_type} {fold.conv_name!r}{geometry}; "
+            f"folded  {fold.output!r}{where}: {fold.branches} branch(es) -> {new}{geometry}; "
             f"removed {len(fold.removed_nodes)} nodes: {', '.join(fold.removed_nodes)}"
         )
     for refusal in report.refusals:

@@ -1,25 +1,22 @@
-"""Linear forms and the exact algebra that merges them (pure numpy, float64).
+"""Linear forms and the exact identities that combine them (pure numpy, float64).
 
 Every tensor inside a re-parameterizable block is an affine function of one tensor X that one
-linear operator can compute: ``y = L(X; W, b)``, where ``L`` is a convolution (``kind`` "conv"),
-a transposed convolution ("conv_transpose") or a dense product over the last axis ("dense", a
-Gemm or MatMul).  The weight is always held output-channel first, ``(out, in / groups, *kernel)``,
-so the identities below are the same for every kind:
+linear operator ``L`` can compute: ``y = L(X; W, b)``.  Whatever ``L`` is (a convolution, a
+transposed convolution, a dense product; :mod:`qarep_onnx.fold.kinds` says which), its weight is
+held here output-channel first, ``(out, in / groups, *kernel)``, so one identity serves every kind:
 
 * BatchNorm / per-channel Mul, Div:  ``t * L(X; W, b) = L(X; t[:, None..] * W, t * b)``
 * per-channel Add, Sub of a constant: ``L(X; W, b) + c = L(X; W, b + c)``
 * sum of branches over the same X:    ``L(X; W1, b1) + L(X; W2, b2) = L(X; W1' + W2', b1 + b2)``
   where ``W1'`` and ``W2'`` are the kernels embedded, centre-aligned, into one common kernel grid
-  and one common group count (the gcd of the branches' groups); transposed convolutions merge
-  only with an identical geometry.
+  and one common group count (the gcd of the branches' groups).
 * a per-channel affine before the operator: ``L(t * X + s; W, b) = L(X; W * t[in], b + sum(W * s[in]))``,
-  exact when every output reads every tap of its kernel (the caller checks: no padding that reads
-  the zero where the affine would have given ``s``).
+  exact when every output reads every tap of its kernel (the caller checks).
 * identity ``X`` and ``AveragePool(X)`` are convolutions with a diagonal kernel.
 
 :class:`Geometry` describes a form without its numbers so a region can be checked cheaply;
-:class:`ConvForm` carries the numbers and is only built when a region is actually folded.
-Nothing here knows about ONNX.
+:class:`FormValues` carries the numbers and is only built when a region is actually folded.
+Nothing here knows about ONNX: a geometry's ``kind`` is an opaque token of the kinds module.
 """
 
 from __future__ import annotations
@@ -40,11 +37,11 @@ def _refused(code: Code, message: str) -> Refused:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Shape of ``conv(X; W, b)`` without the numbers.
+    """Shape of ``L(X; W, b)`` without the numbers.
 
-    ``kernel == ()`` marks a *pointwise diagonal* form (identity or a per-channel affine of X) whose
-    spatial rank is not known yet; it takes the rank of whatever it is merged with.
-    ``channels`` may be ``None`` for such a form until a constant or a merge fixes it.
+    ``kind`` is ``None`` for a *pointwise diagonal* form (the identity or a per-channel affine of
+    X), whose spatial rank is not known yet: it takes the rank of whatever it is merged with, and
+    its ``channels`` may be ``None`` until a constant or a merge fixes them.
     """
 
     out_channels: int | None
@@ -54,8 +51,8 @@ class Geometry:
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
     pads: tuple[int, ...]  # begin values for each axis, then end values
-    kind: str = "conv"  # "conv", "conv_transpose" or "dense"
-    output_padding: tuple[int, ...] = ()  # conv_transpose only
+    kind: object | None = None  # a LeafKind of qarep_onnx.fold.kinds; None: diagonal
+    output_padding: tuple[int, ...] = ()  # transposed convolutions only
     transposed_input: bool = False  # dense only: Gemm's transA, features on the input's first axis
 
     @property
@@ -64,10 +61,10 @@ class Geometry:
 
     @property
     def is_diagonal(self) -> bool:
-        return self.kind == "conv" and self.rank == 0
+        return self.kind is None
 
     def macs_per_output_pixel(self) -> int:
-        """Multiply-accumulates per output position of a conv with this geometry."""
+        """Multiply-accumulates per output position of an operator with this geometry."""
         cout = self.out_channels or 1
         cin_per_group = (self.in_channels or 1) // (self.groups or self.in_channels or 1)
         return cout * cin_per_group * math.prod(self.kernel)
@@ -85,104 +82,52 @@ def diagonal_geometry(channels: int | None) -> Geometry:
     return Geometry(channels, channels, channels, (), (), (), ())
 
 
-def conv_geometry(
-    weight_shape: tuple[int, ...],
-    groups: int,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    pads: tuple[int, ...],
-) -> Geometry:
-    cout, cin_per_group, *kernel = weight_shape
-    return Geometry(cout, cin_per_group * groups, groups, tuple(kernel), stride, dilation, pads)
-
-
-def dense_geometry(out_features: int, in_features: int, transposed_input: bool = False) -> Geometry:
-    """``y[..., o] = sum_c W[o, c] X[..., c] + b[o]``: a Gemm or a MatMul with a constant weight."""
-    return Geometry(out_features, in_features, 1, (), (), (), (), "dense", (), transposed_input)
-
-
-def conv_transpose_geometry(
-    weight_shape: tuple[int, ...],
-    groups: int,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    pads: tuple[int, ...],
-    output_padding: tuple[int, ...],
-) -> Geometry:
-    """A ConvTranspose; its ONNX weight is ``(in, out / groups, *kernel)``."""
-    cin, cout_per_group, *kernel = weight_shape
-    return Geometry(cout_per_group * groups, cin, groups, tuple(kernel), stride, dilation, pads, "conv_transpose",
-                    tuple(output_padding))
-
-
-_KIND_NAMES = {"conv": "a Conv", "conv_transpose": "a ConvTranspose", "dense": "a Gemm/MatMul"}
-
-
-def _promoted(geometry: Geometry, rank: int) -> Geometry:
-    """A diagonal geometry seen as a 1x..x1 stride-1 convolution of the given rank."""
+def promoted(geometry: Geometry, rank: int, kind: object) -> Geometry:
+    """A diagonal geometry seen as a 1x..x1 stride-1 convolution of the given rank and kind."""
     if not geometry.is_diagonal:
         return geometry
-    return Geometry(
-        geometry.out_channels,
-        geometry.in_channels,
-        geometry.groups,
-        (1,) * rank,
-        (1,) * rank,
-        (1,) * rank,
-        (0,) * (2 * rank),
-    )
+    ones = (1,) * rank
+    return Geometry(geometry.out_channels, geometry.in_channels, geometry.groups, ones, ones, ones, (0,) * (2 * rank), kind)
 
 
 def _fmt(values: tuple[int, ...]) -> str:
     return "x".join(str(v) for v in values)
 
 
-def merge_geometry(geometries: list[Geometry]) -> Geometry:
-    """The geometry of the sum of forms over the same X, or :class:`~qarep_onnx.errors.Refused`.
+def merge_centre_aligned(geometries: list[Geometry], kind: object) -> Geometry:
+    """The geometry of the sum of convolution forms (and diagonal ones) over the same X, or
+    :class:`~qarep_onnx.errors.Refused`; the result is of ``kind``.
 
     Kernels are aligned on their centres: tap offsets ``d * (j - (k - 1) / 2)`` relative to the
     output position shifted by ``pad_begin - d * (k - 1) / 2``.  That shift (at both ends) and the
-    stride must agree across branches, and every kernel must have a centre tap (odd size).
+    stride must agree across branches, and every kernel must have a centre tap (odd size).  The
+    merged kernel spans the largest half-width at the gcd of the dilations, and its groups are the
+    gcd of the branches' groups.
     """
-    kinds = {g.kind for g in geometries if not g.is_diagonal}
-    if len(kinds) > 1:
-        names = " and ".join(sorted(_KIND_NAMES[k] for k in kinds))
-        raise _refused(Code.MISALIGNED, f"branches of different operators ({names}) cannot be summed into one")
-    if kinds == {"dense"}:
-        return _merge_dense(geometries)
-    if kinds == {"conv_transpose"}:
-        return _merge_conv_transpose(geometries)
     ranks = {g.rank for g in geometries if not g.is_diagonal}
     if len(ranks) > 1:
         raise _refused(Code.RANK_MISMATCH, f"branches have different spatial ranks {sorted(ranks)}")
-    cout, cin = _channel_sets(geometries)
+    cout, cin = channel_sets(geometries)
     if any(g.is_diagonal for g in geometries) and cout is not None and cin is not None and cout != cin:
         raise _refused(Code.CHANNEL_MISMATCH, f"an identity term needs as many output channels as input ({cout} != {cin})")
-    if not ranks:  # only diagonal forms: the sum is diagonal too
-        return diagonal_geometry(cout)
     rank = ranks.pop()
-    forms = [_promoted(g, rank) for g in geometries]
+    forms = [promoted(g, rank, kind) for g in geometries]
 
     strides = {g.stride for g in forms}
     if len(strides) > 1:
-        raise _refused(Code.STRIDE_MISMATCH,
-            "branches disagree on stride (" + ", ".join(_fmt(s) for s in sorted(strides)) + ")",
-        )
+        raise _refused(Code.STRIDE_MISMATCH, f"branches disagree on stride ({', '.join(_fmt(s) for s in sorted(strides))})")
     for g in forms:
         for k in g.kernel:
             if k % 2 == 0:
                 raise _refused(Code.EVEN_KERNEL,
-                    f"a branch has an even kernel {_fmt(g.kernel)}, which has no centre tap to align on",
-                )
+                               f"a branch has an even kernel {_fmt(g.kernel)}, which has no centre tap to align on")
 
     halves = [tuple(d * (k - 1) // 2 for d, k in zip(g.dilation, g.kernel)) for g in forms]
     begin_shifts = {tuple(g.pads[a] - h[a] for a in range(rank)) for g, h in zip(forms, halves)}
     end_shifts = {tuple(g.pads[rank + a] - h[a] for a in range(rank)) for g, h in zip(forms, halves)}
     if len(begin_shifts) > 1 or len(end_shifts) > 1:
         detail = ", ".join(f"kernel {_fmt(g.kernel)} pads {list(g.pads)}" for g in forms)
-        raise _refused(Code.MISALIGNED,
-            f"branch kernels are not centre-aligned (pads - dilation*(kernel-1)/2 differ: {detail})",
-        )
+        raise _refused(Code.MISALIGNED, f"branch kernels are not centre-aligned (pads - dilation*(kernel-1)/2 differ: {detail})")
     begin, end = begin_shifts.pop(), end_shifts.pop()
 
     half = tuple(max(h[a] for h in halves) for a in range(rank))
@@ -197,83 +142,48 @@ def merge_geometry(geometries: list[Geometry]) -> Geometry:
     group_counts = [g.groups if g.groups is not None else cin for g in forms]
     known_groups = [g for g in group_counts if g is not None]
     groups = reduce(math.gcd, known_groups) if known_groups else None
-    return Geometry(cout, cin, groups, kernel, forms[0].stride, tuple(dilation), pads)
+    return Geometry(cout, cin, groups, kernel, forms[0].stride, tuple(dilation), pads, kind)
 
 
-def _channel_sets(geometries: list[Geometry]) -> tuple[int | None, int | None]:
+def channel_sets(geometries: list[Geometry]) -> tuple[int | None, int | None]:
+    """The output and input channel counts every branch agrees on (None where no branch knows)."""
     channels = {g.out_channels for g in geometries if g.out_channels is not None}
     in_channels = {g.in_channels for g in geometries if g.in_channels is not None}
     if len(channels) > 1 or len(in_channels) > 1:
-        raise _refused(Code.CHANNEL_MISMATCH,
-            f"branches disagree on channels (out {sorted(channels)}, in {sorted(in_channels)})",
-        )
+        raise _refused(Code.CHANNEL_MISMATCH, f"branches disagree on channels (out {sorted(channels)}, in {sorted(in_channels)})")
     return next(iter(channels), None), next(iter(in_channels), None)
 
 
-def _merge_dense(geometries: list[Geometry]) -> Geometry:
-    """Gemm/MatMul branches (and the identity, when features in == out) over the same X."""
-    out, cin = _channel_sets(geometries)
-    if any(g.is_diagonal for g in geometries) and out is not None and cin is not None and out != cin:
-        raise _refused(Code.CHANNEL_MISMATCH, f"an identity term needs as many output features as input ({out} != {cin})")
-    dense = [g for g in geometries if g.kind == "dense"]
-    if len({g.transposed_input for g in dense}) > 1 or (dense[0].transposed_input and len(dense) < len(geometries)):
-        raise _refused(Code.MISALIGNED, "branches read the input along different axes (Gemm transA differs)")
-    return dense_geometry(out, cin, dense[0].transposed_input)
-
-
-def _merge_conv_transpose(geometries: list[Geometry]) -> Geometry:
-    """ConvTranspose branches merge only when they are laid out identically (no identity term)."""
-    _channel_sets(geometries)
-    if any(g.is_diagonal for g in geometries) or len(set(geometries)) > 1:
-        raise _refused(Code.MISALIGNED, "transposed convolutions are merged only with branches of exactly the same geometry"
-        )
-    return geometries[0]
-
-
 @dataclass
-class ConvForm:
-    """``y = conv(X; weight, bias)`` in float64 with the geometry it was built for."""
+class FormValues:
+    """The numbers of ``y = L(X; weight, bias)``, in float64, with the geometry they were built for."""
 
     weight: np.ndarray  # (out_channels, in_channels / groups, *kernel); (C, 1) when diagonal
-    # float64, except a leaf's weight before any arithmetic (see conv_form)
+    # float64, except a leaf's weight before any arithmetic (see leaf_values)
     bias: np.ndarray  # (out_channels,)
     geometry: Geometry
 
 
-def conv_form(
-    weight: np.ndarray,
-    bias: np.ndarray | None,
-    groups: int,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    pads: tuple[int, ...],
-) -> ConvForm:
-    """A Conv node as a form: the leaf of every region.
+def leaf_values(weight: np.ndarray, bias: np.ndarray | None, geometry: Geometry) -> FormValues:
+    """A leaf operator's numbers: its weight output-channel first, its bias (zeros when it has none).
 
     The weight keeps the float type it was stored in (exactly representable in float64) until the
     first arithmetic on it, which computes in float64: that saves a full copy of every weight.
     """
     w = np.asarray(weight)
     b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
-    return ConvForm(w, b, conv_geometry(w.shape, groups, stride, dilation, pads))
+    return FormValues(w, b, geometry)
 
 
-def identity_form(channels: int) -> ConvForm:
+def identity_values(channels: int) -> FormValues:
     """``X`` itself: weight 1 on the diagonal, at the centre of a 1x..x1 kernel."""
-    return ConvForm(np.ones((channels, 1)), np.zeros(channels), diagonal_geometry(channels))
+    return FormValues(np.ones((channels, 1)), np.zeros(channels), diagonal_geometry(channels))
 
 
-def average_pool_form(
-    channels: int,
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    pads: tuple[int, ...],
-) -> ConvForm:
+def average_pool_values(channels: int, geometry: Geometry) -> FormValues:
     """``AveragePool(X)`` counting padded positions: a depthwise kernel of ``1 / prod(kernel)``."""
-    weight = np.full((channels, 1, *kernel), 1.0 / math.prod(kernel))
-    geometry = Geometry(channels, channels, channels, tuple(kernel), stride, dilation, pads)
-    return ConvForm(weight, np.zeros(channels), geometry)
+    weight = np.full((channels, 1, *geometry.kernel), 1.0 / math.prod(geometry.kernel))
+    return FormValues(weight, np.zeros(channels), geometry)
 
 
 def _per_channel(values: np.ndarray | float, channels: int) -> np.ndarray:
@@ -281,7 +191,7 @@ def _per_channel(values: np.ndarray | float, channels: int) -> np.ndarray:
     return np.broadcast_to(v, (channels,)) if v.size == 1 else v
 
 
-def input_affine(form: ConvForm, factor: np.ndarray, offset: np.ndarray) -> ConvForm:
+def input_affine(form: FormValues, factor: np.ndarray, offset: np.ndarray) -> FormValues:
     """``L(factor * X + offset)`` as a form over X: each weight scaled by its input channel's factor,
     the offset pushed through the weights into the bias.
 
@@ -299,10 +209,10 @@ def input_affine(form: ConvForm, factor: np.ndarray, offset: np.ndarray) -> Conv
     s = np.broadcast_to(s, (in_channel.max() + 1,)) if s.size == 1 else s
     weight = np.asarray(form.weight, np.float64)
     shift = (weight * s[in_channel].reshape(cout, cin_per_group, *spatial)).reshape(cout, -1).sum(axis=1)
-    return ConvForm(weight * t[in_channel].reshape(cout, cin_per_group, *spatial), form.bias + shift, form.geometry)
+    return FormValues(weight * t[in_channel].reshape(cout, cin_per_group, *spatial), form.bias + shift, form.geometry)
 
 
-def scale(form: ConvForm, factor: np.ndarray | float, in_place: bool = False) -> ConvForm:
+def scale(form: FormValues, factor: np.ndarray | float, in_place: bool = False) -> FormValues:
     """``factor * y`` with a scalar or per-output-channel factor.
 
     ``in_place`` lets a caller that owns ``form`` (nothing else reads it) skip a copy of a float64
@@ -314,32 +224,32 @@ def scale(form: ConvForm, factor: np.ndarray | float, in_place: bool = False) ->
         w = np.multiply(form.weight, f, out=form.weight)
     else:
         w = form.weight * f
-    return ConvForm(w, form.bias * f.reshape(-1), form.geometry)
+    return FormValues(w, form.bias * f.reshape(-1), form.geometry)
 
 
-def shift(form: ConvForm, offset: np.ndarray | float) -> ConvForm:
+def shift(form: FormValues, offset: np.ndarray | float) -> FormValues:
     """``y + offset`` with a scalar or per-output-channel offset."""
-    return ConvForm(form.weight, form.bias + _per_channel(offset, form.weight.shape[0]), form.geometry)
+    return FormValues(form.weight, form.bias + _per_channel(offset, form.weight.shape[0]), form.geometry)
 
 
 def batch_norm(
-    form: ConvForm,
+    form: FormValues,
     gamma: np.ndarray,
     beta: np.ndarray,
     mean: np.ndarray,
     var: np.ndarray,
     epsilon: float,
     in_place: bool = False,
-) -> ConvForm:
+) -> FormValues:
     """Inference BatchNorm: ``t = gamma / sqrt(var + eps)``, ``W' = t W``, ``b' = t (b - mean) + beta``."""
     t = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + float(epsilon))
     centred = shift(form, -np.asarray(mean, np.float64))
     return shift(scale(centred, t, in_place), np.asarray(beta, np.float64))
 
 
-def _accumulate(out: np.ndarray, form: ConvForm, target: Geometry) -> None:
+def _accumulate(out: np.ndarray, form: FormValues, target: Geometry) -> None:
     """``out += form``'s kernel written in ``target``'s kernel grid and group count."""
-    g = _promoted(form.geometry, target.rank)
+    g = promoted(form.geometry, target.rank, target.kind)
     w = form.weight.reshape(form.weight.shape + (1,) * (target.rank + 2 - form.weight.ndim))
     cout = w.shape[0]
     cin = target.in_channels if target.in_channels is not None else cout
@@ -374,22 +284,21 @@ def _kernel_shape(target: Geometry, channels: int) -> tuple[int, ...]:
     return (channels, cin // groups, *target.kernel)
 
 
-def embed(form: ConvForm, target: Geometry) -> np.ndarray:
+def embed(form: FormValues, target: Geometry) -> np.ndarray:
     """``form``'s kernel written in ``target``'s kernel grid and group count (zeros elsewhere)."""
     out = np.zeros(_kernel_shape(target, form.weight.shape[0]))
     _accumulate(out, form, target)
     return out
 
 
-def add(forms: list[ConvForm], target: Geometry | None = None, out: np.ndarray | None = None) -> ConvForm:
-    """Sum of forms over the same X, as one form with the merged geometry.
+def add(forms: list[FormValues], target: Geometry, out: np.ndarray | None = None) -> FormValues:
+    """Sum of forms over the same X, as one form with the merged geometry ``target``.
 
     ``out``, when given, is a float64 array of the result's shape to write the weight into.
     """
-    target = target or merge_geometry([f.geometry for f in forms])
     bias = sum(f.bias for f in forms)
     if target.is_diagonal:
-        return ConvForm(sum(f.weight for f in forms), bias, target)
+        return FormValues(sum(f.weight for f in forms), bias, target)
     # Start from a copy of a branch already laid out like the result (usually the largest kernel),
     # then add the others into it: one pass less over the largest weight than zeros + add.
     shape = _kernel_shape(target, forms[0].weight.shape[0])
@@ -402,22 +311,20 @@ def add(forms: list[ConvForm], target: Geometry | None = None, out: np.ndarray |
     for i, f in enumerate(forms):
         if i != base:  # by position: the same form may be summed twice, as in Add(y, y)
             _accumulate(weight, f, target)
-    return ConvForm(weight, bias, target)
+    return FormValues(weight, bias, target)
 
 
 def _same_layout(g: Geometry, target: Geometry) -> bool:
     return g.kernel == target.kernel and g.dilation == target.dilation and g.groups == target.groups
 
 
-def regroup(form: ConvForm) -> ConvForm:
+def regroup(form: FormValues) -> FormValues:
     """The same conv with the most groups its weight allows (zero blocks off the diagonal dropped).
 
     Branches with different group counts merge densely (the gcd of their groups); when the merged
     weight is still block-diagonal for a larger group count, the cheaper grouped conv is exact.
     """
     g = form.geometry
-    if g.kind != "conv":
-        return form
     cout, cpg = form.weight.shape[:2]
     cin, groups = cpg * g.groups, g.groups
     candidates = [n for n in range(math.gcd(cout, cin), groups, -1) if n % groups == 0 and cout % n == 0 and cin % n == 0]
@@ -431,5 +338,5 @@ def regroup(form: ConvForm) -> ConvForm:
         inside = (absolute_input >= first) & (absolute_input < first + cin // n)
         if not np.any(nonzero & ~inside):
             weight = form.weight[inside].reshape(cout, cin // n, *form.weight.shape[2:])
-            return ConvForm(weight, form.bias, replace(g, groups=n))
+            return FormValues(weight, form.bias, replace(g, groups=n))
     return form

@@ -19,7 +19,9 @@ from ..errors import Reason, Refused
 from ..graph.attributes import node_label
 from ..graph.index import GraphIndex
 from ..graph.walk import NameAllocator, node_reads, subgraph_outer_names
-from .evaluate import ScratchPool, folded_conv
+from .evaluate import ScratchPool, folded_values
+from .forms import Region
+from .ops import TAKEN_OVER
 from .regions import RegionFinder
 from .report import Fold, Report, op_counts, qdq_counts
 from .rewrite import GraphRewriter
@@ -83,10 +85,6 @@ def fold_model(
     return report
 
 
-# Operators a leaf can take over in front of it (a per-channel affine, a zero Pad) or extend through.
-_TAKEN_OVER = {"BatchNormalization", "Mul", "Add", "Sub", "Div", "Neg", "Sum", "Identity", "Dropout", "Pad"}
-
-
 def _may_fold_more(graph: onnx.GraphProto, folds: list[Fold]) -> bool:
     """Whether another pass can find something: a fold left its input with one reader, and an operator
     that reader may now take over computes it.  Folds in subgraphs and functions are not worth the
@@ -97,20 +95,21 @@ def _may_fold_more(graph: onnx.GraphProto, folds: list[Fold]) -> bool:
     producer = {o: node.op_type for node in graph.node for o in node.output}
     outputs = {o.name for o in graph.output}
     return any(
-        readers.get(f.input) == 1 and producer.get(f.input) in _TAKEN_OVER and f.input not in outputs for f in folds
+        readers.get(f.input) == 1 and producer.get(f.input) in TAKEN_OVER and f.input not in outputs for f in folds
     )
 
 
 def _merge_refolds(report: Report, first: int) -> None:
     """A fold of a later pass that took in the operator an earlier fold made replaces that earlier entry."""
     for new in report.folds[first:]:
-        earlier = [k for k, f in enumerate(report.folds[:first]) if f.graph == new.graph and f.conv_name in new.removed_nodes]
+        earlier = [k for k, f in enumerate(report.folds[:first])
+                   if f.graph == new.graph and set(f.nodes) & set(new.removed_nodes)]
         if not earlier:
             continue
         k = earlier[0]
         old = report.folds[k]
-        removed = [n for n in new.removed_nodes if n != old.conv_name]
-        op_types = [t for n, t in zip(new.removed_nodes, new.removed_op_types) if n != old.conv_name]
+        removed = [n for n in new.removed_nodes if n not in old.nodes]
+        op_types = [t for n, t in zip(new.removed_nodes, new.removed_op_types) if n not in old.nodes]
         report.folds[k] = replace(
             new,
             removed_nodes=old.removed_nodes + tuple(removed),
@@ -162,6 +161,38 @@ def _fold_function(function: onnx.FunctionProto, state: _Pass) -> None:
             del function.value_info[k]
 
 
+def _fold_region(region: Region, index: GraphIndex, rewriter: GraphRewriter, pool: ScratchPool, report: Report,
+                 graph_name: str) -> None:
+    """Replace one region by its operator and report it, or report why its numbers forbid that."""
+    form = region.form
+    node_names = tuple(node_label(index.nodes[i]) for i in region.nodes)
+    op_types = tuple(index.nodes[i].op_type for i in region.nodes)
+    try:
+        values = folded_values(form, pool)
+    except Refused as refused:
+        message = f"the block computing '{form.output}' is not folded: {refused.reason.message}"
+        report.refusals.append(Reason(refused.reason.code, message, node_names, graph_name))
+        return
+    emitted = rewriter.replace(region, values)
+    g = values.geometry
+    report.folds.append(Fold(
+        output=form.output,
+        input=form.source,
+        nodes=tuple(n.name for n in emitted),
+        op_types=tuple(n.op_type for n in emitted),
+        kernel=g.kernel,
+        stride=g.stride,
+        dilation=g.dilation,
+        pads=g.pads,
+        groups=int(g.groups),
+        branches=form.branches,
+        removed_nodes=node_names,
+        removed_op_types=op_types,
+        graph=graph_name,
+    ))
+    log.debug("folded %d nodes (%d branches) into %s", len(node_names), form.branches, emitted[-1].name)
+
+
 def _fold_graph(
     index: GraphIndex, state: _Pass, graph_name: str, constants_as_nodes: bool, initializers_are_inputs: bool
 ) -> set[str]:
@@ -172,36 +203,7 @@ def _fold_graph(
     rewriter = GraphRewriter(graph, index, state.names, constants_as_nodes, initializers_are_inputs)
     pool = ScratchPool()
     for region in regions:
-        form = region.form
-        node_names = tuple(node_label(index.nodes[i]) for i in region.nodes)
-        op_types = tuple(index.nodes[i].op_type for i in region.nodes)
-        try:
-            conv = folded_conv(form, pool)
-        except Refused as refused:
-            message = f"the block computing '{form.output}' is not folded: {refused.reason.message}"
-            report.refusals.append(Reason(refused.reason.code, message, node_names, graph_name))
-            continue
-        g = conv.geometry
-        conv_name, op_type = rewriter.replace(
-            region.root_node, region.nodes, form.source, conv.weight, conv.bias, g, form.rank
-        )
-        fold = Fold(
-            output=form.output,
-            input=form.source,
-            conv_name=conv_name,
-            op_type=op_type,
-            kernel=g.kernel,
-            stride=g.stride,
-            dilation=g.dilation,
-            pads=g.pads,
-            groups=int(g.groups),
-            branches=form.branches,
-            removed_nodes=node_names,
-            removed_op_types=op_types,
-            graph=graph_name,
-        )
-        log.debug("folded %d nodes (%d branches) into %s", len(node_names), form.branches, conv_name)
-        report.folds.append(fold)
+        _fold_region(region, index, rewriter, pool, report, graph_name)
 
     released_by_subgraphs: set[str] = set()
     for i, node in enumerate(graph.node):

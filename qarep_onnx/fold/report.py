@@ -20,17 +20,17 @@ if TYPE_CHECKING:
     from ..runtime.validation import ValidationResult
     from ..stats import ModelStats
 
-REPORT_SCHEMA_VERSION = 2
+REPORT_SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
 class Fold:
-    """One region replaced by a single operator (a Conv, ConvTranspose, Gemm, or MatMul with its Add)."""
+    """One region replaced by a single operator (a Conv, ConvTranspose, Gemm, or a MatMul with its Add)."""
 
     output: str  # the tensor the new operator computes (the region root, name unchanged)
     input: str  # the tensor every branch read
-    conv_name: str  # the name of the node that now computes ``output``
-    op_type: str  # "Conv", "ConvTranspose", "Gemm", "MatMul", or "MatMul+Add" (then ``conv_name`` is the Add)
+    nodes: tuple[str, ...]  # the nodes that now compute ``output``, in order (the last computes it)
+    op_types: tuple[str, ...]  # their op types: ("Conv",), ("Gemm",), ("MatMul", "Add"), ...
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
@@ -40,6 +40,11 @@ class Fold:
     removed_nodes: tuple[str, ...]
     removed_op_types: tuple[str, ...]
     graph: str = ""
+
+    @property
+    def node(self) -> str:
+        """The name of the node that computes ``output``."""
+        return self.nodes[-1]
 
     @property
     def is_block(self) -> bool:

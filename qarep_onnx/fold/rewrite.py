@@ -1,10 +1,10 @@
 """Replace folded regions in a graph, in place.
 
-Each region's root node becomes the single operator (same position, same output name: a Conv, a
-ConvTranspose, a Gemm, or a MatMul with an Add after it), the region's other nodes are deleted,
-and so are the constants (initializers, ``Constant`` and ``Identity`` nodes) that only those nodes
-read.  New weights get fresh names; shared initializers are never
-modified.  Everything else in the graph is left exactly as it was.
+Each region's root node becomes the nodes its kind emits (same position, same output name: one
+Conv, ConvTranspose or Gemm, or a MatMul with an Add after it), the region's other nodes are
+deleted, and so are the constants (initializers, ``Constant`` nodes and ``Identity`` or
+``Transpose`` of constants) that only those nodes read.  New weights get fresh names; shared
+initializers are never modified.  Everything else in the graph is left exactly as it was.
 """
 
 from __future__ import annotations
@@ -13,31 +13,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..graph.index import GraphIndex
-from ..graph.walk import NameAllocator, graph_defined_names, node_reads
-
-
-def make_conv(
-    name: str, x: str, weight: str, bias: str, output: str, kernel, stride, dilation, pads, groups: int
-) -> onnx.NodeProto:
-    return helper.make_node(
-        "Conv",
-        [x, weight, bias],
-        [output],
-        name=name,
-        kernel_shape=list(kernel),
-        strides=list(stride),
-        dilations=list(dilation),
-        pads=list(pads),
-        group=int(groups),
-    )
-
-
-def conv_transpose_weight(weight: np.ndarray, groups: int) -> np.ndarray:
-    """Output-channel-first ``(out, in / groups, *kernel)`` back to ONNX's ``(in, out / groups, *kernel)``."""
-    cout, cin_per_group, *kernel = weight.shape
-    grouped = weight.reshape(groups, cout // groups, cin_per_group, *kernel).swapaxes(1, 2)
-    return np.ascontiguousarray(grouped.reshape(groups * cin_per_group, cout // groups, *kernel))
+from ..graph.index import CONSTANT_OPS, GraphIndex
+from ..graph.walk import NameAllocator, graph_defined_names, node_reads, remove_unread
+from .algebra import FormValues
+from .forms import Region
 
 
 class GraphRewriter:
@@ -68,57 +47,25 @@ class GraphRewriter:
         """Indices of the nodes that commit() deletes."""
         return self._doomed
 
-    def replace(
-        self, root_index: int, nodes: tuple[int, ...], x: str, weight: np.ndarray, bias: np.ndarray, geometry,
-        x_rank: int | None = None,
-    ) -> tuple[str, str]:
-        """Make node ``root_index`` the one operator ``x -> (weight, bias)``; delete the other ``nodes``.
+    def replace(self, region: Region, values: FormValues) -> list[onnx.NodeProto]:
+        """Make the region's root node the operator ``values`` describe; delete the region's other nodes.
 
-        Returns the name and op type of the node that now computes the root's output.  A dense form
-        becomes ``Gemm(x, W, b, transB=1)`` on a 2-D input, else ``MatMul(x, W^T)`` followed by
-        ``Add(., b)`` unless the bias is zero.
+        Returns the nodes that now compute the root's output, in order (the last one computes it).
         """
+        form, root_index = region.form, region.root_node
         root = self.graph.node[root_index]
-        base = root.name or root.output[0]
-        name = self.names.fresh(f"{base}_folded")
-        output = root.output[0]
-        kind = geometry.kind
-        if kind == "dense" and x_rank != 2:
-            w_name = self.names.fresh(f"{name}.weight")
-            self._add_constant(w_name, np.ascontiguousarray(weight.T))
-            if np.any(bias != 0):
-                product = self.names.fresh(f"{name}.product")
-                matmul = helper.make_node("MatMul", [x, w_name], [product], name=self.names.fresh(f"{name}.matmul"))
-                b_name = self.names.fresh(f"{name}.bias")
-                self._add_constant(b_name, bias)
-                self._before[root_index] = [matmul]
-                node = helper.make_node("Add", [product, b_name], [output], name=name)
-            else:
-                node = helper.make_node("MatMul", [x, w_name], [output], name=name)
-        else:
-            w_name = self.names.fresh(f"{name}.weight")
-            b_name = self.names.fresh(f"{name}.bias")
-            self._add_constant(b_name, bias)
-            if kind == "dense":
-                self._add_constant(w_name, weight)
-                attributes = {"transB": 1} | ({"transA": 1} if geometry.transposed_input else {})
-                node = helper.make_node("Gemm", [x, w_name, b_name], [output], name=name, **attributes)
-            elif kind == "conv_transpose":
-                self._add_constant(w_name, conv_transpose_weight(weight, geometry.groups))
-                node = helper.make_node(
-                    "ConvTranspose", [x, w_name, b_name], [output], name=name, kernel_shape=list(geometry.kernel),
-                    strides=list(geometry.stride), dilations=list(geometry.dilation), pads=list(geometry.pads),
-                    output_padding=list(geometry.output_padding), group=int(geometry.groups),
-                )
-            else:
-                self._add_constant(w_name, weight)
-                node = make_conv(name, x, w_name, b_name, output, geometry.kernel, geometry.stride, geometry.dilation,
-                                 geometry.pads, geometry.groups)
-        self._doomed.update(i for i in nodes if i != root_index)
-        for i in nodes:
+        name = self.names.fresh(f"{root.name or root.output[0]}_folded")
+        emitted = values.geometry.kind.emit(values, form.source, root.output[0], name, self.names, form.rank)
+        for constant_name, array in emitted.constants:
+            self._add_constant(constant_name, array)
+        *before, last = emitted.nodes
+        if before:
+            self._before[root_index] = before
+        self._doomed.update(i for i in region.nodes if i != root_index)
+        for i in region.nodes:
             self._released.update(t for t in self.index.nodes[i].input if t)
-        root.CopyFrom(node)
-        return name, "MatMul+Add" if root_index in self._before else node.op_type
+        root.CopyFrom(last)
+        return before + [root]
 
     def _add_constant(self, name: str, values: np.ndarray) -> None:
         if self.constants_as_nodes:
@@ -143,58 +90,36 @@ class GraphRewriter:
         graph, index = self.graph, self.index
         defined = graph_defined_names(graph)
         candidates = self._released | set(released_by_subgraphs)
-        removed_outputs: set[str] = set()
-        for i in self._doomed:
-            removed_outputs.update(index.nodes[i].output)
-
+        removed = {o for i in self._doomed for o in index.nodes[i].output}
+        if self._before or self._function_constants:
+            # Function bodies: the new weights become Constant nodes in front; a MatMul goes before its Add.
+            nodes = [helper.make_node("Constant", [], [t.name], name=t.name, value=t) for t in self._function_constants]
+            for position, node in enumerate(graph.node):
+                if position not in self._doomed:
+                    nodes += self._before.get(position, [])
+                    nodes.append(node)
+            del graph.node[:]
+            graph.node.extend(nodes)
+        else:  # deleting in place copies no node
+            for i in sorted(self._doomed, reverse=True):
+                del graph.node[i]
         # Constant nodes, and Identity or Transpose of constants, that fed only removed nodes go too (chains included).
-        while True:
-            used = self._names_read_by_kept_nodes()
-            dead = {
-                index.producer[t]
-                for t in candidates
-                if t in index.producer
-                and t not in used
-                and index.producer[t] not in self._doomed
-                and graph.node[index.producer[t]].op_type in ("Constant", "Identity", "Transpose")
-                and index.constant(t) is not None
-            }
-            if not dead:
-                break
-            self._doomed |= dead
-            for i in dead:
-                candidates.update(t for t in graph.node[i].input if t)
-                removed_outputs.update(graph.node[i].output)
-
-        for i in sorted(self._doomed, reverse=True):
-            del graph.node[i]
+        removed |= remove_unread(
+            graph.node, lambda n: n.op_type in CONSTANT_OPS and all(o in index.constants for o in n.output),
+            set(index.graph_outputs), candidates,
+        )
+        used = set(index.graph_outputs).union(*(node_reads(n) for n in graph.node))
         initializer_names = {t.name for t in graph.initializer}
         inputs = index.graph_inputs - initializer_names if self.initializers_are_inputs else index.graph_inputs
         protected = used | inputs | index.graph_outputs | set(index.read_elsewhere)
         stale = [k for k, t in enumerate(graph.initializer) if t.name in candidates and t.name not in protected]
         for k in reversed(stale):
-            removed_outputs.add(graph.initializer[k].name)
+            removed.add(graph.initializer[k].name)
             del graph.initializer[k]
         if self.initializers_are_inputs:
-            _drop_named(graph.input, removed_outputs)
-        if self._before or self._function_constants:
-            # Function bodies: the new weights become Constant nodes in front; a MatMul goes before its Add.
-            nodes = [helper.make_node("Constant", [], [t.name], name=t.name, value=t) for t in self._function_constants]
-            kept = [i for i in range(len(index.nodes)) if i not in self._doomed]
-            for position, node in zip(kept, graph.node):
-                nodes += self._before.get(position, [])
-                nodes.append(node)
-            del graph.node[:]
-            graph.node.extend(nodes)
-        _drop_named(graph.value_info, removed_outputs)
+            _drop_named(graph.input, removed)
+        _drop_named(graph.value_info, removed)
         return {t for t in candidates if t not in defined}
-
-    def _names_read_by_kept_nodes(self) -> set[str]:
-        used = set(self.index.graph_outputs)
-        for i, node in enumerate(self.graph.node):
-            if i not in self._doomed:
-                used |= node_reads(node)
-        return used
 
 
 def _drop_named(entries, names: set[str]) -> None:

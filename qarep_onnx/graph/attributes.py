@@ -85,3 +85,11 @@ def ints_attribute(
     return values
 
 
+
+
+def check_input_count(node: onnx.NodeProto, least: int, most: int) -> None:
+    """A node with fewer or more inputs than its operator takes (or no first input) is not valid ONNX."""
+    n = len(node.input)
+    if not least <= n <= most or not node.input[0]:
+        needs = f"{least}" if least == most else f"{least} to {most}"
+        raise malformed(node, f"has {n} inputs where it takes {needs}")

@@ -19,6 +19,9 @@ from .attributes import int_attribute, ints_attribute, node_label
 from .tensors import Constant, constant_node_value, loader
 from .walk import graph_defined_names, node_reads
 
+# Operators whose output is a constant when their input is (or, for Constant, always).
+CONSTANT_OPS = ("Constant", "Identity", "Transpose")
+
 
 def check_unique_definitions(graph: onnx.GraphProto, label: str) -> None:
     """Refuse a graph that defines a name twice: onnxruntime silently picks one of the copies."""

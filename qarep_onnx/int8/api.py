@@ -160,7 +160,7 @@ def int8_report(
         provider=choice.name,
     )
     if folded.report.regions_folded:
-        names = {f.conv_name for f in folded.report.folds if not f.graph}
+        names = {f.node for f in folded.report.folds if not f.graph}
         report.folded = _analysis("folded", folded.model, inputs, folded_names=names, **common)
     if inputs is not None and inputs[2].random:
         report.notes.append(RANDOM_NOTE)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..graph.attributes import int_attribute
+from ..fold.ops import LEAF_OPS, rule
 from ..graph.tensors import tensor_values
 
-LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+LAYER_OPS = LEAF_OPS
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,6 @@ class Layer:
         return int(self.weight.shape[self.axis])
 
 
-def _weight_axis(node: onnx.NodeProto, rank: int) -> int | None:
-    if node.op_type == "Conv":
-        return 0 if rank >= 3 else None
-    if node.op_type == "ConvTranspose":
-        return 1 if rank >= 3 else None
-    if node.op_type == "Gemm":
-        return (0 if int_attribute(node, "transB", 0) else 1) if rank == 2 else None
-    if node.op_type == "MatMul":
-        return 1 if rank == 2 else None
-    return None
-
-
 def find_layers(model: onnx.ModelProto) -> list[Layer]:
     """The layers of the main graph, in graph order."""
     initializers = {t.name: t for t in model.graph.initializer}
@@ -68,7 +56,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
         tensor = initializers[weight]
         if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
             continue
-        axis = _weight_axis(node, len(tensor.dims))
+        axis = rule(node.op_type).kind.weight_axis(node, len(tensor.dims))
         if axis is None:
             continue
         layers.append(Layer(node.name, node.op_type, data, weight, tensor_values(tensor, f" (weight of {node.name})"), axis))

@@ -34,6 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import InputModelError, QarepError, UsageError
+from ..fold.ops import WEIGHT_INPUTS
 from ..graph.tensors import tensor_values
 from ..graph.walk import NameAllocator, model_tensors, scopes
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
@@ -164,21 +165,12 @@ def as_float32(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-# Inputs of these operators that hold weights (arithmetic operands, never sizes or scales of a
-# Resize): the tensors a one-ulp perturbation moves.
-_WEIGHT_INPUTS = {
-    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1), "BatchNormalization": (1, 2, 3, 4),
-    "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2), "GroupNormalization": (1, 2), "PRelu": (1,),
-    "Mul": (0, 1), "Add": (0, 1), "Sub": (0, 1), "Div": (0, 1), "Sum": None,
-}
-
-
 def _weight_names(nodes) -> set[str]:
     """Names read as weights by the nodes of one graph, Identity aliases followed back to their source."""
     names: set[str] = set()
     aliases = {}
     for node in nodes:
-        slots = _WEIGHT_INPUTS.get(node.op_type, ())
+        slots = WEIGHT_INPUTS.get(node.op_type, ())  # weights only: never the sizes or scales of a Resize
         inputs = list(node.input) if slots is None else [node.input[i] for i in slots if i < len(node.input)]
         names.update(n for n in inputs if n)
         if node.op_type == "Identity" and node.input:
@@ -451,7 +443,7 @@ def _unreached_folds(candidate, folds, choice, input_sets, computed, tolerances)
     """Perturb each graph's folded nodes in a probe copy; a group no output notices was never exercised."""
     by_graph: dict[str, list[str]] = defaultdict(list)
     for fold in folds:
-        by_graph[fold.graph].append(fold.conv_name)
+        by_graph[fold.graph].append(fold.node)
     messages = []
     float_type = model_float_type(candidate)
     for graph, node_names in by_graph.items():

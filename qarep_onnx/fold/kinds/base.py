@@ -1,0 +1,162 @@
+"""What every kind of leaf operator (Conv, ConvTranspose, dense) provides, and what the three share.
+
+A *leaf* starts a region: an operator ``y = L(X; W, b)`` whose weight is a constant.  Its *kind*
+owns everything that differs between operator families, so that no code outside a kind asks
+which family a form belongs to:
+
+* reading an ONNX node into a leaf description, or saying why it is none (its ``describe`` methods,
+  which the op table registers);
+* its geometry, the axis its output channels lie on and the one its weight reads;
+* how its weight becomes the numbers of the form (output-channel first, see :mod:`..algebra`) and
+  back (:meth:`LeafKind.emit`, the ONNX nodes of a folded region);
+* which branches of its kind sum into one operator (:meth:`LeafKind.merge`);
+* whether a per-channel shift of its input reaches every output unchanged (what makes taking over
+  ``L(t*X + s)`` exact);
+* its FLOPs and, for INT8, the output-channel axis of its ONNX weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import onnx
+
+from ...errors import Code, Reason
+from ...graph.attributes import malformed, node_label
+from ...graph.index import GraphIndex
+from ...graph.tensors import FLOAT_TYPES, Constant, type_name
+from ...graph.walk import NameAllocator
+from .. import algebra
+from ..algebra import FormValues, Geometry
+
+Shapes = dict[str, tuple[int | None, ...]]
+
+
+@dataclass
+class Emitted:
+    """The nodes a folded region becomes (the last one computes the region's output) and the new
+    constants they read, in the order they are added to the graph."""
+
+    nodes: list[onnx.NodeProto]
+    constants: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+
+class LeafKind:
+    """One family of linear operators; see the module docstring.  Subclasses fill in every method."""
+
+    label: ClassVar[str]  # for messages: "a Conv"
+    op_types: ClassVar[tuple[str, ...]]
+    takes_zero_pad: ClassVar[bool] = False  # a zero Pad in front becomes its own padding
+    input_words: ClassVar[str] = "its input channels"  # what its weight reads, for messages
+    padding_words: ClassVar[str] = "pads"  # what makes a shift of its input inexact, for messages
+
+    def geometry(self, leaf) -> Geometry:
+        raise NotImplementedError
+
+    def output_rank(self, leaf, index: GraphIndex) -> int | None:
+        """The rank of the tensor the leaf computes."""
+        raise NotImplementedError
+
+    def channel_axis(self, rank: int | None) -> int | None:
+        """The axis of a rank-``rank`` output its channels lie on (None when that needs an unknown rank)."""
+        return 1
+
+    def takes_input_affine(self, leaf) -> bool:
+        """Whether a per-channel affine of its input can be folded into its weight at all."""
+        return True
+
+    def input_axis(self, leaf, rank: int | None) -> int | None:
+        """The axis of its rank-``rank`` input its weight reads channel by channel; None when it reads
+        none that a per-channel affine in front could act on."""
+        return 1
+
+    def shift_reaches_every_output(self, geometry: Geometry) -> bool:
+        """Whether ``L(X + s) = L(X) + L(s)`` at every output: every output reads every tap from real input."""
+        raise NotImplementedError
+
+    def merge(self, geometries: list[Geometry]) -> Geometry:
+        """The geometry of a sum of branches of this kind (and diagonal ones), or :class:`~qarep_onnx.errors.Refused`."""
+        raise NotImplementedError
+
+    def values(self, leaf, geometry: Geometry) -> FormValues:
+        """The leaf's numbers, output-channel first."""
+        raise NotImplementedError
+
+    def finish(self, values: FormValues) -> FormValues:
+        """The folded numbers in their cheapest exact layout (a Conv regroups a block-diagonal weight)."""
+        return values
+
+    def emitted_nodes(self, rank: int | None, has_bias: bool) -> int:
+        """How many nodes a folded region of this kind becomes."""
+        return 1
+
+    def emit(self, values: FormValues, x: str, output: str, name: str, names: NameAllocator, rank: int | None) -> Emitted:
+        """The ONNX nodes computing ``output`` from ``x`` with these numbers (in the model's float type);
+        ``name`` is the node's, ``names`` hands out the new constants' names."""
+        raise NotImplementedError
+
+    def flops(self, node: onnx.NodeProto, shapes: Shapes, weights: Shapes) -> int | None:
+        """FLOPs of one node of this kind from static shapes (2 per multiply-accumulate); None when unknown."""
+        raise NotImplementedError
+
+    def weight_axis(self, node: onnx.NodeProto, rank: int) -> int | None:
+        """The axis of the node's ONNX weight (of rank ``rank``) that holds its output channels."""
+        raise NotImplementedError
+
+
+class LeafOp:
+    """A leaf description's behaviour in a region: it starts a form, and its numbers come from its kind.
+
+    ``operands`` of a leaf's form are the per-channel affines of its input it took over, nearest first.
+    """
+
+    kind: ClassVar[LeafKind]
+
+    def grow(self, finder, i: int):
+        return finder.grow_leaf(i, self)
+
+    def evaluate(self, form, operands: list[FormValues], context) -> FormValues:
+        values = self.kind.values(self, form.geometry)
+        for affine in operands:
+            values = algebra.input_affine(values, affine.weight.reshape(-1), affine.bias)
+        return values
+
+
+def static(shape: tuple[int | None, ...] | None) -> tuple[int, ...] | None:
+    """A shape whose every dimension is known, or None."""
+    return shape if shape is not None and None not in shape else None
+
+
+def non_constant(node: onnx.NodeProto, index: GraphIndex, what: str, tensor: str) -> Reason:
+    return Reason(
+        Code.NON_CONSTANT,
+        f"{what} '{tensor}' of {node.op_type} '{node_label(node)}' is not a constant: it {index.why_not_constant(tensor)}",
+    )
+
+
+def require_float(node: onnx.NodeProto, role: str, constant: Constant) -> None:
+    """A float operand that is not a float tensor makes the node invalid ONNX."""
+    if not constant.is_float:
+        raise malformed(node, f"has a {type_name(constant.elem_type)} {role} '{constant.name}' where a float tensor is needed")
+
+
+def leaf_constants(node: onnx.NodeProto, index: GraphIndex) -> tuple[Constant, Constant | None] | Reason:
+    """The constant weight and optional bias (inputs 1 and 2) of a leaf node, checked."""
+    weight = index.constant(node.input[1]) if node.input[1] else None
+    if weight is None:
+        return non_constant(node, index, "weight", node.input[1])
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = index.constant(node.input[2])
+        if bias is None:
+            return non_constant(node, index, "bias", node.input[2])
+    if weight.elem_type not in FLOAT_TYPES:
+        if weight.elem_type == onnx.TensorProto.BFLOAT16:
+            return Reason(Code.DTYPE, f"{node.op_type} '{node_label(node)}' has bfloat16 weights, which qarep-onnx does not fold")
+        require_float(node, "weight", weight)
+    if bias is not None and bias.elem_type != weight.elem_type:
+        require_float(node, "bias", bias)
+        raise malformed(node, f"has a {type_name(bias.elem_type)} bias and {type_name(weight.elem_type)} weights")
+    return weight, bias
