@@ -29,7 +29,7 @@ import onnx
 
 from qarep_onnx.runtime.inputs import random_input_sets
 from qarep_onnx.int8 import int8_report
-from qarep_onnx.runtime.validation import run
+from qarep_onnx.runtime.sessions import run
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 NETWORKS = ("net_repvgg_a0_small", "net_mobileone_s0_small", "net_fastvit_small", "qarep_detector", "yolonas_deep")

@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import qarep_onnx  # noqa: E402
 from breakage import BREAKAGES, drop_branch  # noqa: E402
-from qarep_onnx.runtime.validation import FACTOR, validate  # noqa: E402
+from qarep_onnx.runtime.noise import FACTOR  # noqa: E402
+from qarep_onnx.runtime.validation import validate  # noqa: E402
 
 FIXTURES = ROOT / "fixtures"
 BROKEN_ON = ("qarep_s4_alpha_relu__torchscript", "qarep_detector__torchscript", "net_repvgg_a0_small__torchscript_nofold",

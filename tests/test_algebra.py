@@ -9,7 +9,7 @@ from qarep_onnx.fold import algebra
 from qarep_onnx.fold.algebra import diagonal_geometry
 from qarep_onnx.fold.kinds import merge_geometry
 from qarep_onnx.fold.kinds.conv import conv_geometry
-from qarep_onnx.runtime.validation import run
+from qarep_onnx.runtime.sessions import run
 
 
 def geometry(k, cin=8, cout=8, groups=1, stride=1, dilation=1, pads=None):

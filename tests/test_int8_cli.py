@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from qarep_onnx.runtime.inputs import random_input_sets
-from qarep_onnx.runtime.validation import run
+from qarep_onnx.runtime.sessions import run
 
 MODELS = Path(__file__).parent.parent / "fixtures" / "models"
 OUTLIER = MODELS / "int8_outlier__torchscript.onnx"

@@ -16,7 +16,7 @@ from qarep_onnx.runtime.inputs import InputSet, random_input_sets
 from qarep_onnx.int8 import int8_report, quantize
 from qarep_onnx.int8.prepare import prepare
 from qarep_onnx.int8.sqnr import fake_quantize, per_channel_scale
-from qarep_onnx.runtime.validation import run
+from qarep_onnx.runtime.sessions import run
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 OUTLIER = FIXTURES / "models" / "int8_outlier__torchscript.onnx"

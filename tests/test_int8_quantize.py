@@ -15,7 +15,7 @@ from qarep_onnx.errors import UsageError
 from qarep_onnx.runtime.inputs import InputSet, random_input_sets
 from qarep_onnx.int8 import int8_report, quantize
 from qarep_onnx.int8.datasets import choose_inputs
-from qarep_onnx.runtime.validation import run
+from qarep_onnx.runtime.sessions import run
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 MODELS = FIXTURES / "models"

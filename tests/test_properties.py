@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 
 import qarep_onnx
 from qarep_onnx.runtime.inputs import random_input_sets
-from qarep_onnx.runtime.validation import DEFAULT_RTOL, as_float32, model_float_type
+from qarep_onnx.runtime.noise import DEFAULT_RTOL, as_float32, model_float_type
 
 # -- profiles ------------------------------------------------------------------------------------
 

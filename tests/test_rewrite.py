@@ -8,7 +8,7 @@ from conftest import assert_same_function, count
 from onnx import helper, numpy_helper
 
 import qarep_onnx
-from qarep_onnx.runtime.validation import run
+from qarep_onnx.runtime.sessions import run
 
 
 def _decorated_model():

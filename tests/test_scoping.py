@@ -9,7 +9,7 @@ from conftest import count
 from onnx import TensorProto, helper, numpy_helper
 
 import qarep_onnx
-from qarep_onnx.runtime.validation import run
+from qarep_onnx.runtime.sessions import run
 
 F = TensorProto.FLOAT
 RNG = np.random.default_rng(0)

@@ -20,7 +20,8 @@ from onnx import helper
 
 from ..errors import QarepError
 from ..runtime.inputs import InputSet
-from ..runtime.providers import ProviderChoice, session
+from ..runtime.providers import ProviderChoice
+from ..runtime.sessions import session
 from .report import ActivationRange
 from .sqnr import fake_quantize, power_ratio_db, symmetric_scale
 

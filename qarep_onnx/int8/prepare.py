@@ -28,7 +28,7 @@ from onnx import numpy_helper
 from ..errors import UsageError
 from ..graph.attributes import float_attribute
 from ..graph.tensors import tensor_values, type_name
-from ..runtime.validation import model_float_type
+from ..runtime.noise import model_float_type
 from .layers import LAYER_OPS
 
 MIN_OPSET = 13

@@ -18,7 +18,8 @@ import numpy as np
 import onnx
 
 from .inputs import random_input_sets
-from .providers import ProviderChoice, session
+from .providers import ProviderChoice
+from .sessions import session
 
 
 @dataclass(frozen=True)

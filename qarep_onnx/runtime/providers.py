@@ -12,15 +12,12 @@ import contextlib
 import functools
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-import onnx
 from onnx import TensorProto, helper
 
-from ..errors import ProviderError, QarepError
+from ..errors import ProviderError
 
 ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 CHOICES = ("auto", "cpu", "cuda", "tensorrt")
@@ -138,28 +135,3 @@ def select_provider(requested: str = "auto", probe: Callable[[str], str | None] 
         raise ProviderError(f"--provider {requested}: {reason}; use --provider cpu or auto")
     return ProviderChoice(requested, f"provider: {requested.upper() if requested == 'cpu' else ORT_NAMES[requested]}",
                           _PROVIDER_OPTIONS[requested])
-
-
-def session(model: onnx.ModelProto | bytes, choice: ProviderChoice, optimize_graph: bool):
-    """An InferenceSession on the chosen provider; ``optimize_graph=False`` disables every graph optimization.
-
-    Models past protobuf's 2 GB limit go through a temporary file with external data.
-    """
-    import onnxruntime as ort
-
-    from ..io import PROTOBUF_LIMIT, save_model
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # onnxruntime's own error lines would repeat, over several, what we say in one
-    if not optimize_graph:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        if isinstance(model, onnx.ModelProto) and model.ByteSize() > PROTOBUF_LIMIT:
-            with tempfile.TemporaryDirectory(prefix="qarep-onnx-") as folder:
-                path = Path(folder) / "model.onnx"
-                save_model(model, path, external_data=True)
-                return ort.InferenceSession(str(path), options, providers=choice.session_providers)
-        data = model if isinstance(model, bytes) else model.SerializeToString()
-        return ort.InferenceSession(data, options, providers=choice.session_providers)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise QarepError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from exc
