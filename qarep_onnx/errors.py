@@ -11,11 +11,42 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+# How a message names an option of the library's calls (the CLI names them by its flags).
+OPTION_WORDS = {
+    "inputs": "input file",
+    "input_shapes": "input shape",
+    "calib": "calibration file",
+    "holdout": "held-out file",
+    "target_sqnr": "target SQNR",
+    "max_layers": "max_layers",
+}
+
 
 class QarepError(Exception):
-    """Base class; ``exit_code`` is what the CLI exits with."""
+    """Base class; ``exit_code`` is what the CLI exits with.
+
+    ``option`` names the argument of the library call the error is about (``"inputs"``,
+    ``"input_shapes"``, ...), ``value`` the value given for it, and ``example`` a value that would
+    do: the message says the rest.  ``str(error)`` words the option as the library's docs do;
+    :meth:`render` lets the command line word it as its flag.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, option: str | None = None, value: object = None, example: str | None = None) -> None:
+        self.message = message
+        self.option = option
+        self.value = value
+        self.example = example
+        super().__init__(self.render(lambda option: OPTION_WORDS.get(option, option)))
+
+    def render(self, name_of) -> str:
+        """The one-line message with the option named by ``name_of(option)``."""
+        if self.option is None:
+            return self.message
+        name = name_of(self.option)
+        text = f"{name} {self.value}: {self.message}" if self.value is not None else self.message
+        return text + (f", e.g. {name} {self.example}" if self.example is not None else "")
 
 
 class InputModelError(QarepError):

@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 import onnx
 import pytest
 from builders import BlockSpec, GraphBuilder, qarep_model

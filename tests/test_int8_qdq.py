@@ -12,10 +12,10 @@ from builders import GraphBuilder
 from onnx import helper, numpy_helper
 
 from qarep_onnx.errors import UsageError
-from qarep_onnx.runtime.inputs import InputSet, random_input_sets
 from qarep_onnx.int8 import int8_report, quantize
 from qarep_onnx.int8.prepare import prepare
 from qarep_onnx.int8.sqnr import fake_quantize, per_channel_scale
+from qarep_onnx.runtime.inputs import InputSet, random_input_sets
 from qarep_onnx.runtime.sessions import run
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

@@ -12,9 +12,9 @@ import onnx
 import pytest
 
 from qarep_onnx.errors import UsageError
-from qarep_onnx.runtime.inputs import InputSet, random_input_sets
 from qarep_onnx.int8 import int8_report, quantize
 from qarep_onnx.int8.datasets import choose_inputs
+from qarep_onnx.runtime.inputs import InputSet, random_input_sets
 from qarep_onnx.runtime.sessions import run
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -154,7 +154,7 @@ def test_calibration_and_held_out_sets_never_overlap(tmp_path):
         (folder / p.name).write_bytes(p.read_bytes())
     calibration, held, described = choose_inputs(model, files[:8], [folder])
     assert [s.description for s in held] == ["file f8.npz", "file f9.npz"] and len(calibration) == 8
-    with pytest.raises(UsageError, match="--holdout .*holds no .npz"):
+    with pytest.raises(UsageError, match="held-out file .*holds no .npz"):
         choose_inputs(model, files, [_empty(tmp_path)])
     calibration, held, _ = choose_inputs(model, files[:2], None)
     assert len(calibration) == len(held) == 1
@@ -164,7 +164,7 @@ def test_calibration_and_held_out_sets_never_overlap(tmp_path):
         choose_inputs(model, None, files[:1])
     bad = tmp_path / "bad.npz"
     np.savez(bad, wrong=np.zeros(3, np.float32))
-    with pytest.raises(UsageError, match=r"^--calib .*bad.npz"):
+    with pytest.raises(UsageError, match=r"^calibration file .*bad.npz"):
         choose_inputs(model, [bad, files[0]], None)
     calibration, held, described = choose_inputs(model, None, None, samples=3, seed=7)
     assert described.random and len(calibration) == 3 and len(held) == 2

@@ -7,10 +7,10 @@ import pytest
 from builders import BlockSpec, qarep_model
 from conftest import assert_same_function, count
 from test_cli import cli
+from test_fixtures import FIXTURES
 
 import qarep_onnx
 from qarep_onnx.io import read_model, save_model
-from test_fixtures import FIXTURES
 
 
 def _big_block():

@@ -1,10 +1,10 @@
 """Parameters and FLOPs before and after: counted inside functions and subgraphs, unknown where they depend
 on control flow."""
 
+import numpy as np
 import onnx
 from builders import BlockSpec, GraphBuilder, qarep_block
 from onnx import TensorProto, helper, numpy_helper
-import numpy as np
 
 import qarep_onnx
 from qarep_onnx.stats import model_stats, parameter_count, tensor_shapes

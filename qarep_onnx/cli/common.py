@@ -14,6 +14,27 @@ from ..paths import OutputPath, resolve_output
 from ..progress import step
 from ..runtime.providers import CHOICES
 
+# The flag that gives each option of the library's calls (errors name the option; people typed the flag).
+FLAGS = {
+    "inputs": "--inputs",
+    "input_shapes": "--input-shape",
+    "provider": "--provider",
+    "samples": "--samples",
+    "seed": "--seed",
+    "rtol": "--rtol",
+    "atol": "--atol",
+    "calib": "--calib",
+    "holdout": "--holdout",
+    "target_sqnr": "--target-sqnr",
+    "max_layers": "--max-layers",
+    "exclude": "--exclude",
+}
+
+
+def flag(option: str) -> str:
+    """The command-line flag of a library option (its own name when it has none)."""
+    return FLAGS.get(option, option)
+
 
 def parse_shapes(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     shapes = {}

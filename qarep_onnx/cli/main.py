@@ -16,8 +16,9 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import QarepError
+from ..errors import QarepError, first_line
 from ..progress import progress_log
+from .common import flag
 from .fold import bench_command, inspect_command, optimize_command, validate_command
 from .int8 import int8_command, quantize_command
 
@@ -64,7 +65,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         cli.main(args, standalone_mode=False, prog_name="qarep-onnx")
     except QarepError as exc:
-        click.echo(f"qarep-onnx: error: {exc}", err=True)
+        click.echo(f"qarep-onnx: error: {exc.render(flag)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("qarep-onnx: aborted; no output written", err=True)
@@ -82,7 +83,7 @@ def main(args: list[str] | None = None) -> None:
         if os.environ.get("QAREP_ONNX_DEBUG"):
             raise
         click.echo(
-            f"qarep-onnx: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"qarep-onnx: internal error: {type(exc).__name__}: {first_line(exc)} "
             "(set QAREP_ONNX_DEBUG=1 for the traceback and please report it)",
             err=True,
         )

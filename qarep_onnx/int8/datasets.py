@@ -44,7 +44,7 @@ def _expanded(items: Sequence[str | os.PathLike | InputSet], option: str) -> lis
         if not isinstance(item, InputSet) and Path(item).is_dir():
             files = sorted(p for p in Path(item).iterdir() if p.suffix in (".npz", ".npy") and p.is_file())
             if not files:
-                raise UsageError(f"{option} {item}: the folder holds no .npz or .npy file")
+                raise UsageError("the folder holds no .npz or .npy file", option=option, value=item)
             out.extend(files)
         else:
             out.append(item)
@@ -54,11 +54,7 @@ def _expanded(items: Sequence[str | os.PathLike | InputSet], option: str) -> lis
 def _sets(model: onnx.ModelProto, items: Sequence[str | os.PathLike | InputSet], option: str) -> list[InputSet]:
     items = _expanded(items, option)
     files = [i for i in items if not isinstance(i, InputSet)]
-    try:
-        loaded = iter(load_input_sets(model, files)) if files else iter(())
-    except UsageError as exc:  # the shared loader speaks of --inputs; name the option actually given
-        message = str(exc)
-        raise UsageError(option + message[len("--inputs"):] if message.startswith("--inputs") else message) from exc
+    loaded = iter(load_input_sets(model, files, option)) if files else iter(())
     return [i if isinstance(i, InputSet) else next(loaded) for i in items]
 
 
@@ -74,9 +70,9 @@ def choose_inputs(
     if holdout and not calib:
         raise UsageError("--holdout needs --calib: calibrating on random noise and measuring on real data would mislead")
     if calib:
-        sets = _sets(model, list(calib), "--calib")
+        sets = _sets(model, list(calib), "calib")
         if holdout:
-            held = _sets(model, list(holdout), "--holdout")
+            held = _sets(model, list(holdout), "holdout")
             note = f"{len(sets)} --calib set(s) calibrate; {len(held)} --holdout set(s) measure"
             calibration = sets
         else:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 
 # Random value ranges, used in turn by sample: (name, low, high); None, None is standard normal.
 RANGES = (("normal", None, None), ("[0, 1)", 0.0, 1.0), ("[0, 255)", 0.0, 255.0))
@@ -74,42 +74,44 @@ def resolve_shapes(specs: list[InputSpec], given: dict[str, tuple[int, ...]] | N
     names = {s.name for s in specs}
     unknown = sorted(set(given) - names)
     if unknown:
-        raise UsageError(f"--input-shape names '{unknown[0]}', which is not an input of the model (inputs: {', '.join(sorted(names)) or 'none'})")
+        raise UsageError(f"'{unknown[0]}' is not an input of the model (inputs: {', '.join(sorted(names)) or 'none'})",
+                         option="input_shapes", value=_spec(unknown[0], given[unknown[0]]))
     shapes = {}
     for spec in specs:
         shape = given.get(spec.name)
         if spec.dims is None:
             if shape is None:
-                raise UsageError(f"input '{spec.name}' declares no shape; give it, e.g. --input-shape {spec.name}:1x3x224x224")
+                raise UsageError(f"input '{spec.name}' declares no shape; give it", option="input_shapes",
+                                 example=f"{spec.name}:1x3x224x224")
         elif shape is not None:
             if len(shape) != len(spec.dims):
                 raise UsageError(
-                    f"--input-shape {spec.name}:{'x'.join(map(str, shape))} has rank {len(shape)}, but the model's input "
-                    f"'{spec.name}' has rank {len(spec.dims)} ({_dims_text(spec.dims)})"
+                    f"rank {len(shape)}, but the model's input '{spec.name}' has rank {len(spec.dims)} ({_dims_text(spec.dims)})",
+                    option="input_shapes", value=_spec(spec.name, shape),
                 )
             clash = [(a, d) for a, (d, s) in enumerate(zip(spec.dims, shape)) if isinstance(d, int) and d != s]
             if clash:
                 axis, dim = clash[0]
                 raise UsageError(
-                    f"--input-shape {spec.name}:{'x'.join(map(str, shape))} contradicts the model, whose input "
-                    f"'{spec.name}' has {dim} on axis {axis} ({_dims_text(spec.dims)})"
+                    f"contradicts the model, whose input '{spec.name}' has {dim} on axis {axis} ({_dims_text(spec.dims)})",
+                    option="input_shapes", value=_spec(spec.name, shape),
                 )
         else:
             missing = [d if isinstance(d, str) else "?" for d in spec.dims if not isinstance(d, int)]
             if missing:
-                raise UsageError(
-                    f"input '{spec.name}' has symbolic dimensions {missing}; "
-                    f"give its shape, e.g. --input-shape {spec.name}:{_example(spec.dims)}"
-                )
+                raise UsageError(f"input '{spec.name}' has symbolic dimensions {missing}; give its shape",
+                                 option="input_shapes", example=f"{spec.name}:{_example(spec.dims)}")
             shape = tuple(spec.dims)
         size = math.prod(shape) * spec.dtype.itemsize
         if size > MAX_INPUT_BYTES:
-            raise UsageError(
-                f"input '{spec.name}' of shape {'x'.join(map(str, shape))} would take {size / 2**30:.1f} GiB; "
-                "give a smaller --input-shape"
-            )
+            raise UsageError(f"would take {size / 2**30:.1f} GiB as an input; give a smaller shape",
+                             option="input_shapes", value=_spec(spec.name, shape))
         shapes[spec.name] = tuple(shape)
     return shapes
+
+
+def _spec(name: str, shape: tuple[int, ...]) -> str:
+    return f"{name}:{'x'.join(map(str, shape))}"
 
 
 def _dims_text(dims) -> str:
@@ -144,57 +146,61 @@ def random_input_sets(
                     values = rng.integers(0, 2, shape)
                 feeds[spec.name] = np.asarray(values).astype(spec.dtype)
         except MemoryError as exc:
-            raise UsageError("the validation inputs do not fit in memory; give smaller --input-shape values") from exc
+            raise UsageError("the validation inputs do not fit in memory; give smaller input shapes") from exc
         sets.append(InputSet(feeds, f"random {kind} (seed {seed}, sample {k + 1})"))
     return sets
 
 
-def load_input_sets(model: onnx.ModelProto, paths: list[str | os.PathLike]) -> list[InputSet]:
-    """One input set per file: ``.npz`` keyed by input name, or ``.npy`` for a one-input model."""
+def load_input_sets(model: onnx.ModelProto, paths: list[str | os.PathLike], option: str = "inputs") -> list[InputSet]:
+    """One input set per file: ``.npz`` keyed by input name, or ``.npy`` for a one-input model.
+
+    ``option`` is the argument the files came in (errors name it).
+    """
     specs = model_inputs(model)
-    return [_load_one(Path(p), specs) for p in paths]
+    return [_load_one(Path(p), specs, option) for p in paths]
 
 
-def _load_one(path: Path, specs: list[InputSpec]) -> InputSet:
+def _load_one(path: Path, specs: list[InputSpec], option: str) -> InputSet:
     if not path.is_file():
-        raise UsageError(f"--inputs {path}: no such file")
+        raise UsageError("no such file", option=option, value=path)
     try:
         if path.suffix == ".npy":
             if len(specs) != 1:
                 names = ", ".join(s.name for s in specs)
-                raise UsageError(f"--inputs {path}: a .npy file feeds a one-input model; this one has {len(specs)} ({names}): use .npz keyed by name")
+                raise UsageError(f"a .npy file feeds a one-input model; this one has {len(specs)} ({names}): use .npz keyed by name",
+                                 option=option, value=path)
             feeds = {specs[0].name: np.load(path, allow_pickle=False)}
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 feeds = {name: archive[name] for name in archive.files}
         else:
-            raise UsageError(f"--inputs {path}: expected a .npz (arrays keyed by input name) or .npy file")
+            raise UsageError("expected a .npz (arrays keyed by input name) or .npy file", option=option, value=path)
     except UsageError:
         raise
     except Exception as exc:  # numpy raises ValueError, OSError, zipfile errors, pickle refusals
-        raise UsageError(f"--inputs {path}: cannot read it as a numpy file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        raise UsageError(f"cannot read it as a numpy file ({first_line(exc)})", option=option, value=path) from exc
     expected = {s.name: s for s in specs}
     extra = sorted(set(feeds) - set(expected))
     if extra:
-        raise UsageError(f"--inputs {path}: '{extra[0]}' is not an input of the model (inputs: {', '.join(expected)})")
+        raise UsageError(f"'{extra[0]}' is not an input of the model (inputs: {', '.join(expected)})", option=option, value=path)
     missing = sorted(set(expected) - set(feeds))
     if missing:
-        raise UsageError(f"--inputs {path}: input '{missing[0]}' is missing (the model's inputs: {', '.join(expected)})")
+        raise UsageError(f"input '{missing[0]}' is missing (the model's inputs: {', '.join(expected)})", option=option, value=path)
     for name, array in feeds.items():
         spec = expected[name]
         if array.dtype != spec.dtype:
-            raise UsageError(f"--inputs {path}: '{name}' is {array.dtype}, the model's input is {spec.dtype}; save it as {spec.dtype}")
+            raise UsageError(f"'{name}' is {array.dtype}, the model's input is {spec.dtype}; save it as {spec.dtype}",
+                             option=option, value=path)
         if spec.dims is not None:
             if array.ndim != len(spec.dims):
                 raise UsageError(
-                    f"--inputs {path}: '{name}' has shape {list(array.shape)} (rank {array.ndim}); the model's input has "
-                    f"rank {len(spec.dims)} ({_dims_text(spec.dims)})"
+                    f"'{name}' has shape {list(array.shape)} (rank {array.ndim}); the model's input has "
+                    f"rank {len(spec.dims)} ({_dims_text(spec.dims)})", option=option, value=path,
                 )
             clash = [a for a, d in enumerate(spec.dims) if isinstance(d, int) and d != array.shape[a]]
             if clash:
-                raise UsageError(
-                    f"--inputs {path}: '{name}' has shape {list(array.shape)}; the model's input is {_dims_text(spec.dims)}"
-                )
+                raise UsageError(f"'{name}' has shape {list(array.shape)}; the model's input is {_dims_text(spec.dims)}",
+                                 option=option, value=path)
     return InputSet(feeds, f"file {path.name}")
 
 

@@ -132,6 +132,6 @@ def select_provider(requested: str = "auto", probe: Callable[[str], str | None] 
         return ProviderChoice("cpu", f"provider: CPU (auto; CUDA not usable: {reason})")
     reason = probe(requested)
     if reason is not None:
-        raise ProviderError(f"--provider {requested}: {reason}; use --provider cpu or auto")
+        raise ProviderError(f"{reason}; use cpu or auto", option="provider", value=requested)
     return ProviderChoice(requested, f"provider: {requested.upper() if requested == 'cpu' else ORT_NAMES[requested]}",
                           _PROVIDER_OPTIONS[requested])

@@ -88,7 +88,7 @@ class ValidationResult:
             return (
                 f"validation on {self.provider} proves nothing about the fold: {self.unproven[0]}"
                 + (f" (and {len(self.unproven) - 1} more)" if len(self.unproven) > 1 else "")
-                + "; give inputs that reach it with --inputs, or more --samples"
+                + "; give inputs that reach it, or more random samples"
             )
         return ""
 
