@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import onnx
 
-from .errors import InputModelError, ValidationError
+from .adapters import ModelLike, adapt
+from .errors import ValidationError
 from .fold.passes import fold_model
 from .fold.report import Report
-from .io import LoadedModel, check_is_model, read_model
+from .io import LoadedModel
 from .progress import step
 from .runtime.inputs import InputSet
 from .runtime.providers import select_provider
@@ -22,12 +23,12 @@ log = logging.getLogger("qarep_onnx")
 
 
 class OptimizeResult(NamedTuple):
-    model: onnx.ModelProto
+    model: Any  # the folded model, in the form it was given (a ModelProto for a path or an ONNXProgram)
     report: Report
 
 
 def optimize(
-    model: onnx.ModelProto | str | os.PathLike,
+    model: ModelLike,
     *,
     keep_post_bn: bool = False,
     validate: bool = False,
@@ -41,27 +42,24 @@ def optimize(
 ) -> OptimizeResult:
     """Fold every re-parameterizable block of ``model`` into one Conv.
 
-    ``model`` is a ModelProto (left untouched: a copy is optimized) or a path.  With
-    ``keep_post_bn`` the BatchNorm after a block's sum stays a separate node (partial fusion).
-    With ``validate`` both models run on onnxruntime (``provider``: auto, cpu, cuda, tensorrt) on
-    ``inputs`` (files or input sets) or ``samples`` seeded random sets, and a verdict other than a
-    pass raises :class:`ValidationError`: a difference beyond the tolerance calibrated to the
-    model's own float noise (or ``atol + rtol * max(1, max|a|)`` when ``rtol`` is given), or inputs
-    that never reached the folds.  ``input_shapes`` fixes symbolic input dimensions.
-    Returns the optimized model and a :class:`Report` of folds, refusals, op counts and sizes.
+    ``model`` is an ``onnx.ModelProto`` (left untouched: a copy is optimized), a path, an
+    ``onnx_graphsurgeon.Graph`` (the result is a new graph) or the ``ONNXProgram`` of
+    ``torch.onnx.export(..., dynamo=True)`` (the result is a ModelProto).  With ``keep_post_bn``
+    the BatchNorm after a block's sum stays a separate node (partial fusion).  With ``validate``
+    both models run on onnxruntime (``provider``: auto, cpu, cuda, tensorrt) on ``inputs`` (files
+    or input sets) or ``samples`` seeded random sets, and a verdict other than a pass raises
+    :class:`ValidationError`: a difference beyond the tolerance calibrated to the model's own float
+    noise (or ``atol + rtol * max(1, max|a|)`` when ``rtol`` is given), or inputs that never reached
+    the folds.  ``input_shapes`` fixes symbolic input dimensions.  Returns the optimized model and a
+    :class:`Report` of folds, refusals, op counts and sizes.
     """
-    if isinstance(model, onnx.ModelProto):
-        check_is_model(model, "model")
-        loaded, owned = LoadedModel(model, (), 0), False
-    elif isinstance(model, (str, os.PathLike)):
-        with step(f"loading {model}"):
-            loaded, owned = read_model(model), True
-    else:
-        raise InputModelError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
-    return optimize_loaded(
-        loaded, owned=owned, keep_post_bn=keep_post_bn, validate=validate, provider=provider, rtol=rtol, atol=atol,
-        input_shapes=input_shapes, seed=seed, samples=samples, inputs=inputs,
+    with step(f"loading {model}" if isinstance(model, (str, os.PathLike)) else "reading the model"):
+        adapted = adapt(model)
+    folded = optimize_loaded(
+        adapted.loaded, owned=adapted.owned, keep_post_bn=keep_post_bn, validate=validate, provider=provider,
+        rtol=rtol, atol=atol, input_shapes=input_shapes, seed=seed, samples=samples, inputs=inputs,
     )
+    return OptimizeResult(adapted.back(folded.model), folded.report)
 
 
 def optimize_loaded(
