@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from builders import GraphBuilder
+from helpers.builders import GraphBuilder
 
 from qarep_onnx.errors import Refused
 from qarep_onnx.fold import algebra

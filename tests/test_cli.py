@@ -2,22 +2,16 @@
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from builders import BlockSpec, GraphBuilder, qarep_model
-from conftest import assert_same_function, count
+from helpers.builders import BlockSpec, GraphBuilder, qarep_model
+from helpers.checks import assert_same_function, cli, count
 
 import qarep_onnx
-
-
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "qarep_onnx", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from test_cli import cli
+from helpers.checks import cli
 
 import qarep_onnx
 

@@ -6,19 +6,13 @@ match, the numbers match the original run with ORT_DISABLE_ALL, a second run cha
 """
 
 import functools
-import json
-from pathlib import Path
 
 import onnx
 import pytest
-from conftest import assert_same_function, count
+from helpers.checks import assert_same_function, count
+from helpers.fixtures import FIXTURES, MANIFEST, WITH_NATIVE, WITH_REFUSAL
 
 import qarep_onnx
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
-WITH_NATIVE = [e for e in MANIFEST if e["native_file"] is not None]
-WITH_REFUSAL = [e for e in MANIFEST if e["expected_refusal"]]
 
 
 def _id(entry):

@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import onnx
 import pytest
-from builders import BlockSpec, GraphBuilder, qarep_block, qarep_model
-from conftest import assert_same_function, count
+from helpers.builders import BlockSpec, GraphBuilder, qarep_block, qarep_model
+from helpers.checks import assert_same_function, count
 
 import qarep_onnx
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from builders import GraphBuilder
+from helpers.builders import GraphBuilder
 from onnx import helper, numpy_helper
 
 from qarep_onnx.errors import UsageError
@@ -159,7 +159,7 @@ def test_float16_models_are_refused_for_quantization_but_get_a_weight_report():
 
 def test_a_gemm_beta_of_the_wrong_type_is_a_one_line_error_not_a_zero_bias():
     import pytest
-    from builders import GraphBuilder
+    from helpers.builders import GraphBuilder
     from onnx import helper
 
     import qarep_onnx

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from builders import GraphBuilder
+from helpers.builders import GraphBuilder
 from onnx import numpy_helper
 
 from qarep_onnx.int8.layers import find_layers

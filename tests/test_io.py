@@ -4,10 +4,9 @@ import os
 
 import onnx
 import pytest
-from builders import BlockSpec, qarep_model
-from conftest import assert_same_function, count
-from test_cli import cli
-from test_fixtures import FIXTURES
+from helpers.builders import BlockSpec, qarep_model
+from helpers.checks import assert_same_function, cli, count
+from helpers.fixtures import FIXTURES
 
 import qarep_onnx
 from qarep_onnx.io import read_model, save_model

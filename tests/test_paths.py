@@ -6,9 +6,8 @@ import stat
 
 import onnx
 import pytest
-from builders import BlockSpec, qarep_model
-from conftest import assert_same_function, count
-from test_cli import cli
+from helpers.builders import BlockSpec, qarep_model
+from helpers.checks import assert_same_function, cli, count
 
 
 def _snapshot(folder):

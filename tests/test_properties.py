@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from builders import BlockSpec, make_builder, qarep_chain_model
-from conftest import assert_same_function, count
+from helpers.builders import BlockSpec, make_builder, qarep_chain_model
+from helpers.checks import assert_same_function, count
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
@@ -631,7 +631,7 @@ DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4, 5}
 
 def mutate_malformed(model, data) -> str:
     """Break one node the way the outside audit did (group 0, pads as an int, a short weight, ...)."""
-    from test_malformed import MALFORMED
+    from helpers.malformed import MALFORMED
 
     name = data.draw(st.sampled_from(sorted(MALFORMED)), label="malformed")
     try:

@@ -3,8 +3,8 @@
 import numpy as np
 import onnx
 import pytest
-from builders import BlockSpec, GraphBuilder, qarep_block, qarep_model
-from conftest import assert_same_function, count
+from helpers.builders import BlockSpec, GraphBuilder, if_model, qarep_block, qarep_model
+from helpers.checks import assert_same_function, count
 from onnx import helper, numpy_helper
 
 import qarep_onnx
@@ -91,28 +91,6 @@ def test_value_info_of_removed_tensors_is_dropped():
     onnx.checker.check_model(optimized, full_check=True)
 
 
-def _if_model(read_branch_in_body: bool):
-    """x -> [QARepVGG block] -> If(cond){then: body reading outer tensors; else: x}."""
-    outer = GraphBuilder(seed=13)
-    x = outer.input([1, 8, 8, 8])
-    cond = "cond"
-    outer.inputs.append(helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []))
-    y3 = outer.conv(x, 8, 8, 3)
-    y1 = outer.conv(x, 8, 8, 1, pad=0)
-    block_out = outer.op("Relu", [outer.op("Add", [outer.op("Add", [y3, y1]), x])])
-
-    body = GraphBuilder(seed=14)
-    inner = qarep_block(body, block_out, BlockSpec(alpha="scalar", bn_3x3="separate"))
-    if read_branch_in_body:
-        inner = body.op("Add", [inner, y3])
-    then_graph = helper.make_graph(body.nodes, "then", [], [helper.make_tensor_value_info(inner, 1, None)], body.initializers)
-    else_graph = helper.make_graph(
-        [helper.make_node("Identity", [block_out], ["else_out"])], "else", [], [helper.make_tensor_value_info("else_out", 1, None)]
-    )
-    out = outer.op("If", [cond], then_branch=then_graph, else_branch=else_graph)
-    return outer.model([out])
-
-
 def _run_both(model, optimized):
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 8, 8, 8)).astype(np.float32)}
     for flag in (True, False):
@@ -123,7 +101,7 @@ def _run_both(model, optimized):
 
 
 def test_blocks_inside_if_bodies_are_folded():
-    model = _if_model(read_branch_in_body=False)
+    model = if_model(read_branch_in_body=False)
     optimized, report = qarep_onnx.optimize(model)
     assert report.blocks_folded == 2
     then_branch = next(a.g for a in optimized.graph.node[-1].attribute if a.name == "then_branch")
@@ -132,7 +110,7 @@ def test_blocks_inside_if_bodies_are_folded():
 
 
 def test_a_tensor_read_by_a_subgraph_is_not_swallowed():
-    model = _if_model(read_branch_in_body=True)
+    model = if_model(read_branch_in_body=True)
     optimized, report = qarep_onnx.optimize(model)
     assert any(r.code == "FAN_OUT" for r in report.refusals)
     assert report.blocks_folded == 1  # only the block inside the body

@@ -4,8 +4,8 @@ IR-3 models, and what is cleaned up (or kept) in enclosing graphs and training_i
 import numpy as np
 import onnx
 import pytest
-from builders import BlockSpec, GraphBuilder, qarep_block
-from conftest import count
+from helpers.builders import BlockSpec, GraphBuilder, qarep_block
+from helpers.checks import count
 from onnx import TensorProto, helper, numpy_helper
 
 import qarep_onnx
@@ -233,7 +233,7 @@ def test_a_name_defined_twice_is_rejected(where, tmp_path):
         qarep_onnx.optimize(model)
     path = tmp_path / "dup.onnx"
     path.write_bytes(model.SerializeToString())
-    from test_cli import cli
+    from helpers.checks import cli
 
     result = cli("optimize", path, tmp_path / "out.onnx")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1

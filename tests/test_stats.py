@@ -3,7 +3,7 @@ on control flow."""
 
 import numpy as np
 import onnx
-from builders import BlockSpec, GraphBuilder, qarep_block
+from helpers.builders import BlockSpec, GraphBuilder, qarep_block
 from onnx import TensorProto, helper, numpy_helper
 
 import qarep_onnx

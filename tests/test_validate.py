@@ -5,7 +5,7 @@ import os
 import numpy as np
 import onnx
 import pytest
-from builders import BlockSpec, GraphBuilder, qarep_model
+from helpers.builders import BlockSpec, GraphBuilder, qarep_model
 from onnx import helper, numpy_helper
 
 import qarep_onnx
@@ -107,8 +107,8 @@ def test_non_finite_outputs_compare_sensibly():
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from breakage import BREAKAGES, drop_branch  # noqa: E402
-from test_cli import cli  # noqa: E402
+from helpers.breakage import BREAKAGES, drop_branch  # noqa: E402
+from helpers.checks import cli  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "models"
 SHALLOW = "qarep_detector__torchscript"
@@ -235,7 +235,7 @@ def _loop_block_model():
     outer.inputs.append(helper.make_tensor_value_info("trips", TensorProto.INT64, []))
     outer.initializers.append(numpy_helper.from_array(np.array(True), "cond_true"))
     body = GraphBuilder(seed=41)
-    from builders import qarep_block
+    from helpers.builders import qarep_block
 
     out = qarep_block(body, "state", BlockSpec(bn_3x3="separate", alpha="scalar"))
     body.nodes.append(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
@@ -271,9 +271,9 @@ def test_the_default_random_trip_count_reaches_the_loop():
 
 
 def test_a_branch_never_taken_proves_nothing(tmp_path):
-    from test_rewrite import _if_model
+    from helpers.builders import if_model
 
-    model = _if_model(read_branch_in_body=False)
+    model = if_model(read_branch_in_body=False)
     x = np.random.default_rng(3).standard_normal((1, 8, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "else.npz", x=x, cond=np.array(False))
     np.savez(tmp_path / "then.npz", x=x, cond=np.array(True))

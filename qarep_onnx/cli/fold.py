@@ -9,7 +9,7 @@ import click
 
 from ..api import optimize_loaded
 from ..errors import ValidationError
-from ..fold.report import validation_report
+from ..fold.report import REPORT_SCHEMA_VERSION
 from ..io import LoadedModel, external_data_location, load_model, save_model
 from ..paths import check_outputs, resolve_output
 from ..progress import step
@@ -126,7 +126,7 @@ def validate_command(obj, original_path, candidate_path, provider, rtol, atol, s
             inputs=list(input_files) or None, rtol=rtol, atol=atol, input_shapes=input_shapes,
         )
     out.lines(validation_lines(result) + notes_of(planned))
-    write_json(validation_report(result), json_path)
+    write_json({"schema_version": REPORT_SCHEMA_VERSION, "validation": result.to_dict()}, json_path)
     if not result.passed:
         raise ValidationError(result.summary())
 

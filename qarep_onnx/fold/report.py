@@ -8,17 +8,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx
 
 from ..errors import Reason
 from ..graph.walk import all_nodes, scopes
-
-if TYPE_CHECKING:
-    from ..runtime.validation import ValidationResult
-    from ..stats import ModelStats
 
 REPORT_SCHEMA_VERSION = 3
 
@@ -58,9 +52,10 @@ class Report:
     refusals: list[Reason] = field(default_factory=list)  # blocks left as they were, and why
     op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
-    stats_before: ModelStats | None = None
-    stats_after: ModelStats | None = None
-    validation: ValidationResult | None = None
+    # Attached by the caller of the fold: a ModelStats before and after, a ValidationResult.
+    stats_before: object | None = None
+    stats_after: object | None = None
+    validation: object | None = None
     input_external_data: bool = False  # the input's weights were in external data files
     qdq_pairs: int = 0  # QuantizeLinear -> DequantizeLinear pairs in the input (a QAT export)
     dequantized_constants: int = 0  # DequantizeLinear of a constant (quantized weights), never folded ahead of time
@@ -84,7 +79,7 @@ class Report:
             "op_counts_after": dict(self.op_counts_after),
             "parameters": _before_after(self.stats_before, self.stats_after, "parameters"),
             "flops": _before_after(self.stats_before, self.stats_after, "flops"),
-            "validation": _validation_dict(self.validation),
+            "validation": self.validation.to_dict() if self.validation is not None else None,
             "qdq": {"pairs": self.qdq_pairs, "dequantized_constants": self.dequantized_constants},
         }
 
@@ -93,48 +88,6 @@ def _before_after(before, after, field_name: str) -> dict | None:
     if before is None or after is None:
         return None
     return {"before": getattr(before, field_name), "after": getattr(after, field_name)}
-
-
-def _number(x: float | None) -> float | None:
-    """JSON has no infinity: a non-finite figure is written as null."""
-    return float(x) if x is not None and np.isfinite(x) else None
-
-
-def _validation_dict(result) -> dict | None:
-    if result is None:
-        return None
-    return {
-        "status": result.status,
-        "passed": result.passed,
-        "provider": result.provider,
-        "tolerance": result.tolerance,
-        "factor": result.factor,
-        "rtol": result.rtol if result.rtol is not None else result.fixed_rtol,
-        "atol": result.atol,
-        "samples": list(result.samples),
-        "unproven": list(result.unproven),
-        "notes": list(result.notes),
-        "outputs": [
-            {
-                "name": o.name,
-                "max_abs_error": _number(o.max_abs_error),
-                "relative_error": _number(o.relative_error),
-                "max_abs_reference": _number(o.max_abs_reference),
-                "noise_floor": _number(o.noise_floor),
-                "noise_multiple": _number(o.noise_multiple),
-                "tolerance": _number(o.tolerance),
-                "passed": o.passed,
-                "empty": o.empty,
-                "sample": o.sample,
-            }
-            for o in result.outputs
-        ],
-    }
-
-
-def validation_report(result) -> dict:
-    """The JSON document of ``qarep-onnx validate``: a validation on its own."""
-    return {"schema_version": REPORT_SCHEMA_VERSION, "validation": _validation_dict(result)}
 
 
 def qdq_counts(model: onnx.ModelProto) -> tuple[int, int]:

@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 
 from ..errors import InputModelError, QarepError, UsageError
+from ..numbers import finite_or_none
 from .compare import OutputComparison, badness, compare_output
 from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
 from .noise import (
@@ -91,6 +92,36 @@ class ValidationResult:
                 + "; give inputs that reach it, or more random samples"
             )
         return ""
+
+    def to_dict(self) -> dict:
+        """The JSON-ready form (strict JSON: a non-finite figure is null)."""
+        return {
+            "status": self.status,
+            "passed": self.passed,
+            "provider": self.provider,
+            "tolerance": self.tolerance,
+            "factor": self.factor,
+            "rtol": self.rtol if self.rtol is not None else self.fixed_rtol,
+            "atol": self.atol,
+            "samples": list(self.samples),
+            "unproven": list(self.unproven),
+            "notes": list(self.notes),
+            "outputs": [
+                {
+                    "name": o.name,
+                    "max_abs_error": finite_or_none(o.max_abs_error),
+                    "relative_error": finite_or_none(o.relative_error),
+                    "max_abs_reference": finite_or_none(o.max_abs_reference),
+                    "noise_floor": finite_or_none(o.noise_floor),
+                    "noise_multiple": finite_or_none(o.noise_multiple),
+                    "tolerance": finite_or_none(o.tolerance),
+                    "passed": o.passed,
+                    "empty": o.empty,
+                    "sample": o.sample,
+                }
+                for o in self.outputs
+            ],
+        }
 
 
 def _times(x: float | None) -> str:

@@ -216,3 +216,25 @@ def qarep_chain_model(
     for spec in specs:
         x = qarep_block(b, x, spec)
     return b.model([x])
+
+
+def if_model(read_branch_in_body: bool):
+    """x -> [QARepVGG block] -> If(cond){then: body reading outer tensors; else: x}."""
+    outer = GraphBuilder(seed=13)
+    x = outer.input([1, 8, 8, 8])
+    cond = "cond"
+    outer.inputs.append(helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []))
+    y3 = outer.conv(x, 8, 8, 3)
+    y1 = outer.conv(x, 8, 8, 1, pad=0)
+    block_out = outer.op("Relu", [outer.op("Add", [outer.op("Add", [y3, y1]), x])])
+
+    body = GraphBuilder(seed=14)
+    inner = qarep_block(body, block_out, BlockSpec(alpha="scalar", bn_3x3="separate"))
+    if read_branch_in_body:
+        inner = body.op("Add", [inner, y3])
+    then_graph = helper.make_graph(body.nodes, "then", [], [helper.make_tensor_value_info(inner, 1, None)], body.initializers)
+    else_graph = helper.make_graph(
+        [helper.make_node("Identity", [block_out], ["else_out"])], "else", [], [helper.make_tensor_value_info("else_out", 1, None)]
+    )
+    out = outer.op("If", [cond], then_branch=then_graph, else_branch=else_graph)
+    return outer.model([out])
