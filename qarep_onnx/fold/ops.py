@@ -114,57 +114,54 @@ def _read_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine |
     return ChannelAffine(node.input[0], (BatchNorm(tuple(values), epsilon),))
 
 
-def _binary(node: onnx.NodeProto, index: GraphIndex):
-    """(tensor, constant, constant comes first), or the Reason a two-input arithmetic node is no affine."""
-    if len(node.input) != 2:
-        return ends_block(node)
-    a, b = node.input
-    ca, cb = index.constant(a), index.constant(b)
-    if ca is not None and cb is not None:
-        return Reason(Code.CONSTANT_EXPRESSION, f"{node.op_type} '{node_label(node)}' only combines constants")
-    return (b, ca, True) if ca is not None else (a, cb, False)
+def _binary(both_tensors: Callable, with_constant: Callable) -> Reader:
+    """The reader of a two-input arithmetic node: ``both_tensors(node)`` when neither operand is a constant,
+    ``with_constant(node, x, c, constant_first)`` when one is."""
+
+    def read(node: onnx.NodeProto, index: GraphIndex):
+        if len(node.input) != 2:
+            return ends_block(node)
+        a, b = node.input
+        ca, cb = index.constant(a), index.constant(b)
+        if ca is not None and cb is not None:
+            return Reason(Code.CONSTANT_EXPRESSION, f"{node.op_type} '{node_label(node)}' only combines constants")
+        if ca is None and cb is None:
+            return both_tensors(node)
+        return with_constant(node, b, ca, True) if ca is not None else with_constant(node, a, cb, False)
+
+    return read
 
 
-def _read_mul(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Reason:
-    found = _binary(node, index)
-    if isinstance(found, Reason):
-        return found
-    x, c, _ = found
-    if c is None:
-        return Reason(Code.NOT_LINEAR, f"Mul '{node_label(node)}' multiplies or divides two non-constant tensors")
+def _sum_of_two(sign: float) -> Callable:
+    return lambda node: Sum(((node.input[0], 1.0), (node.input[1], sign)), ())
+
+
+def _product_of_two(node: onnx.NodeProto) -> Reason:
+    return Reason(Code.NOT_LINEAR, f"{node.op_type} '{node_label(node)}' multiplies or divides two non-constant tensors")
+
+
+def _scale(node, x, c, constant_first) -> ChannelAffine:
     return ChannelAffine(x, (Scale((c,)),))
 
 
-def _read_div(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Reason:
-    found = _binary(node, index)
-    if isinstance(found, Reason):
-        return found
-    x, c, constant_first = found
-    if c is None:
-        return Reason(Code.NOT_LINEAR, f"Div '{node_label(node)}' multiplies or divides two non-constant tensors")
+def _divide(node, x, c, constant_first) -> ChannelAffine | Reason:
     if constant_first:
         return Reason(Code.ENDS_BLOCK, f"Div '{node_label(node)}' divides a constant by the tensor")
     return ChannelAffine(x, (Divide((c,)),))
 
 
-def _read_add(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Sum | Reason:
-    found = _binary(node, index)
-    if isinstance(found, Reason):
-        return found
-    x, c, _ = found
-    if c is None:
-        return Sum(((node.input[0], 1.0), (node.input[1], 1.0)), ())
+def _shift(node, x, c, constant_first) -> ChannelAffine:
     return ChannelAffine(x, (Shift((c,)),))
 
 
-def _read_sub(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Sum | Reason:
-    found = _binary(node, index)
-    if isinstance(found, Reason):
-        return found
-    x, c, constant_first = found
-    if c is None:
-        return Sum(((node.input[0], 1.0), (node.input[1], -1.0)), ())
+def _subtract(node, x, c, constant_first) -> ChannelAffine:
     return ChannelAffine(x, (Negate(), Shift((c,))) if constant_first else (Shift((c,), subtract=True),))
+
+
+_read_mul = _binary(_product_of_two, _scale)
+_read_div = _binary(_product_of_two, _divide)
+_read_add = _binary(_sum_of_two(1.0), _shift)
+_read_sub = _binary(_sum_of_two(-1.0), _subtract)
 
 
 def _read_sum(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Sum | Reason:

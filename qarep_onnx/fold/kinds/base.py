@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from ...errors import Code, Reason
-from ...graph.attributes import malformed, node_label
+from ...graph.attributes import int_attribute, ints_attribute, malformed, node_label
 from ...graph.index import GraphIndex
 from ...graph.tensors import FLOAT_TYPES, Constant, type_name
 from ...graph.walk import NameAllocator
@@ -41,6 +41,14 @@ class Emitted:
 
     nodes: list[onnx.NodeProto]
     constants: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+
+def one_node(op_type: str, x: str, output: str, name: str, names: NameAllocator, weight: np.ndarray, bias: np.ndarray,
+             **attributes) -> Emitted:
+    """``op_type(x, weight, bias)``: the one node most folded regions become, with its new constants."""
+    w_name, b_name = names.fresh(f"{name}.weight"), names.fresh(f"{name}.bias")
+    node = onnx.helper.make_node(op_type, [x, w_name, b_name], [output], name=name, **attributes)
+    return Emitted([node], [(b_name, bias), (w_name, weight)])
 
 
 class LeafKind:
@@ -140,6 +148,27 @@ def require_float(node: onnx.NodeProto, role: str, constant: Constant) -> None:
     """A float operand that is not a float tensor makes the node invalid ONNX."""
     if not constant.is_float:
         raise malformed(node, f"has a {type_name(constant.elem_type)} {role} '{constant.name}' where a float tensor is needed")
+
+
+def convolution_attributes(node: onnx.NodeProto, weight: Constant, layout: str, channels: str):
+    """Kernel, strides, dilations and group of a (transposed) convolution, checked against its weight.
+
+    ``layout`` describes the weight's dims for a message (``[M, C/group, k1, ...]``), ``channels``
+    says which channels its first dim counts.
+    """
+    if len(weight.shape) < 3 or any(d < 1 for d in weight.shape):
+        raise malformed(node, f"has a weight of shape {list(weight.shape)}; its weight is {layout} with every dim >= 1")
+    rank = len(weight.shape) - 2
+    kernel = tuple(weight.shape[2:])
+    declared = ints_attribute(node, "kernel_shape", kernel)
+    if declared != kernel:
+        raise malformed(node, f"declares kernel_shape {list(declared)} but its weight has kernel {list(kernel)}")
+    stride = ints_attribute(node, "strides", (1,) * rank, length=rank, minimum=1)
+    dilation = ints_attribute(node, "dilations", (1,) * rank, length=rank, minimum=1)
+    groups = int_attribute(node, "group", 1, minimum=1)
+    if weight.shape[0] % groups:
+        raise malformed(node, f"has group={groups}, which does not divide its {weight.shape[0]} {channels} channels")
+    return kernel, stride, dilation, groups
 
 
 def leaf_constants(node: onnx.NodeProto, index: GraphIndex) -> tuple[Constant, Constant | None] | Reason:

@@ -13,12 +13,10 @@ import math
 from dataclasses import dataclass
 
 import onnx
-from onnx import helper
 
 from ...errors import Code, Reason
 from ...graph.attributes import (
     check_input_count,
-    int_attribute,
     ints_attribute,
     malformed,
     node_label,
@@ -29,7 +27,16 @@ from ...graph.tensors import Constant
 from ...graph.walk import NameAllocator
 from .. import algebra
 from ..algebra import FormValues, Geometry
-from .base import Emitted, LeafKind, LeafOp, Shapes, leaf_constants, static
+from .base import (
+    Emitted,
+    LeafKind,
+    LeafOp,
+    Shapes,
+    convolution_attributes,
+    leaf_constants,
+    one_node,
+    static,
+)
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -69,18 +76,7 @@ class ConvKind(LeafKind):
         if isinstance(found, Reason):
             return found
         weight, bias = found
-        if len(weight.shape) < 3 or any(d < 1 for d in weight.shape):
-            raise malformed(node, f"has a weight of shape {list(weight.shape)}; a Conv weight is [M, C/group, k1, ...] with every dim >= 1")
-        rank = len(weight.shape) - 2
-        kernel = tuple(weight.shape[2:])
-        declared = ints_attribute(node, "kernel_shape", kernel)
-        if declared != kernel:
-            raise malformed(node, f"declares kernel_shape {list(declared)} but its weight has kernel {list(kernel)}")
-        stride = ints_attribute(node, "strides", (1,) * rank, length=rank, minimum=1)
-        dilation = ints_attribute(node, "dilations", (1,) * rank, length=rank, minimum=1)
-        groups = int_attribute(node, "group", 1, minimum=1)
-        if weight.shape[0] % groups:
-            raise malformed(node, f"has group={groups}, which does not divide its {weight.shape[0]} output channels")
+        kernel, stride, dilation, groups = convolution_attributes(node, weight, "[M, C/group, k1, ...]", "output")
         if bias is not None and bias.shape != (weight.shape[0],):
             raise malformed(node, f"has a bias of shape {list(bias.shape)} for {weight.shape[0]} output channels")
         pads = resolve_pads(node, kernel, stride, dilation)
@@ -112,12 +108,8 @@ class ConvKind(LeafKind):
 
     def emit(self, values: FormValues, x: str, output: str, name: str, names: NameAllocator, rank: int | None) -> Emitted:
         g = values.geometry
-        w_name, b_name = names.fresh(f"{name}.weight"), names.fresh(f"{name}.bias")
-        node = helper.make_node(
-            "Conv", [x, w_name, b_name], [output], name=name, kernel_shape=list(g.kernel), strides=list(g.stride),
-            dilations=list(g.dilation), pads=list(g.pads), group=int(g.groups),
-        )
-        return Emitted([node], [(b_name, values.bias), (w_name, values.weight)])
+        return one_node("Conv", x, output, name, names, values.weight, values.bias, kernel_shape=list(g.kernel),
+                        strides=list(g.stride), dilations=list(g.dilation), pads=list(g.pads), group=int(g.groups))
 
     def flops(self, node: onnx.NodeProto, shapes: Shapes, weights: Shapes) -> int | None:
         weight = weights.get(node.input[1]) or static(shapes.get(node.input[1]))

@@ -14,12 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ...errors import Code, Reason, Refused
 from ...graph.attributes import (
     check_input_count,
-    int_attribute,
     ints_attribute,
     malformed,
     node_label,
@@ -30,7 +28,16 @@ from ...graph.tensors import Constant
 from ...graph.walk import NameAllocator
 from .. import algebra
 from ..algebra import FormValues, Geometry
-from .base import Emitted, LeafKind, LeafOp, Shapes, leaf_constants, static
+from .base import (
+    Emitted,
+    LeafKind,
+    LeafOp,
+    Shapes,
+    convolution_attributes,
+    leaf_constants,
+    one_node,
+    static,
+)
 from .conv import AUTO_PADS
 
 
@@ -59,18 +66,9 @@ class ConvTransposeKind(LeafKind):
         if isinstance(found, Reason):
             return found
         weight, bias = found
-        if len(weight.shape) < 3 or any(d < 1 for d in weight.shape):
-            raise malformed(node, f"has a weight of shape {list(weight.shape)}; a ConvTranspose weight is [C, M/group, k1, ...]")
-        rank = len(weight.shape) - 2
-        kernel = tuple(weight.shape[2:])
-        if ints_attribute(node, "kernel_shape", kernel) != kernel:
-            raise malformed(node, f"declares a kernel_shape that is not its weight's {list(kernel)}")
-        stride = ints_attribute(node, "strides", (1,) * rank, length=rank, minimum=1)
-        dilation = ints_attribute(node, "dilations", (1,) * rank, length=rank, minimum=1)
+        kernel, stride, dilation, groups = convolution_attributes(node, weight, "[C, M/group, k1, ...]", "input")
+        rank = len(kernel)
         output_padding = ints_attribute(node, "output_padding", (0,) * rank, length=rank, minimum=0)
-        groups = int_attribute(node, "group", 1, minimum=1)
-        if weight.shape[0] % groups:
-            raise malformed(node, f"has group={groups}, which does not divide its {weight.shape[0]} input channels")
         if bias is not None and bias.shape != (weight.shape[1] * groups,):
             raise malformed(node, f"has a bias of shape {list(bias.shape)} for {weight.shape[1] * groups} output channels")
         auto_pad = string_attribute(node, "auto_pad", "NOTSET") or "NOTSET"
@@ -110,13 +108,9 @@ class ConvTransposeKind(LeafKind):
 
     def emit(self, values: FormValues, x: str, output: str, name: str, names: NameAllocator, rank: int | None) -> Emitted:
         g = values.geometry
-        w_name, b_name = names.fresh(f"{name}.weight"), names.fresh(f"{name}.bias")
-        node = helper.make_node(
-            "ConvTranspose", [x, w_name, b_name], [output], name=name, kernel_shape=list(g.kernel),
-            strides=list(g.stride), dilations=list(g.dilation), pads=list(g.pads),
-            output_padding=list(g.output_padding), group=int(g.groups),
-        )
-        return Emitted([node], [(b_name, values.bias), (w_name, to_onnx(values.weight, g.groups))])
+        return one_node("ConvTranspose", x, output, name, names, to_onnx(values.weight, g.groups), values.bias,
+                        kernel_shape=list(g.kernel), strides=list(g.stride), dilations=list(g.dilation), pads=list(g.pads),
+                        output_padding=list(g.output_padding), group=int(g.groups))
 
     def flops(self, node: onnx.NodeProto, shapes: Shapes, weights: Shapes) -> int | None:
         weight = weights.get(node.input[1]) or static(shapes.get(node.input[1]))

@@ -29,7 +29,7 @@ from ...graph.tensors import Constant
 from ...graph.walk import NameAllocator
 from .. import algebra
 from ..algebra import FormValues, Geometry
-from .base import Emitted, LeafKind, LeafOp, Shapes, leaf_constants, static
+from .base import Emitted, LeafKind, LeafOp, Shapes, leaf_constants, one_node, static
 
 
 class DenseKind(LeafKind):
@@ -126,12 +126,10 @@ class DenseKind(LeafKind):
 
     def emit(self, values: FormValues, x: str, output: str, name: str, names: NameAllocator, rank: int | None) -> Emitted:
         weight, bias = values.weight, values.bias
-        w_name = names.fresh(f"{name}.weight")
         if rank == 2:
-            b_name = names.fresh(f"{name}.bias")
             attributes = {"transB": 1} | ({"transA": 1} if values.geometry.transposed_input else {})
-            node = helper.make_node("Gemm", [x, w_name, b_name], [output], name=name, **attributes)
-            return Emitted([node], [(b_name, bias), (w_name, weight)])
+            return one_node("Gemm", x, output, name, names, weight, bias, **attributes)
+        w_name = names.fresh(f"{name}.weight")
         if not np.any(bias != 0):
             node = helper.make_node("MatMul", [x, w_name], [output], name=name)
             return Emitted([node], [(w_name, np.ascontiguousarray(weight.T))])
