@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable
 
+import numpy as np
 import onnx
 
 from ..errors import Code, Reason, Refused
@@ -32,6 +33,7 @@ from ..graph.attributes import (
     string_attribute,
 )
 from ..graph.index import GraphIndex
+from ..graph.tensors import Constant
 from .kinds.base import LeafKind, non_constant, require_float
 from .kinds.conv import CONV, resolve_pads
 from .kinds.conv_transpose import CONV_TRANSPOSE
@@ -164,16 +166,31 @@ _read_add = _binary(_sum_of_two(1.0), _shift)
 _read_sub = _binary(_sum_of_two(-1.0), _subtract)
 
 
-def _read_sum(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Sum | Reason:
+def _weighted_sum(node: onnx.NodeProto, index: GraphIndex, coefficient: float) -> ChannelAffine | Sum | Reason:
+    """``coefficient * (the sum of the inputs)``: a Sum of the tensors among them, or an affine of the one tensor."""
     if not node.input:
         raise malformed(node, "has no inputs")
-    terms = tuple((n, 1.0) for n in node.input if index.constant(n) is None)
-    offsets = tuple((index.constant(n), 1.0) for n in node.input if index.constant(n) is not None)
+    terms = tuple((n, coefficient) for n in node.input if index.constant(n) is None)
+    offsets = tuple((index.constant(n), coefficient) for n in node.input if index.constant(n) is not None)
     if not terms:
-        return Reason(Code.CONSTANT_EXPRESSION, f"Sum '{node_label(node)}' only adds constants")
-    if len(terms) == 1:
-        return ChannelAffine(terms[0][0], tuple(Shift((c,)) for c, _ in offsets))
-    return Sum(terms, offsets)
+        return Reason(Code.CONSTANT_EXPRESSION, f"{node.op_type} '{node_label(node)}' only combines constants")
+    if len(terms) > 1:
+        return Sum(terms, offsets)
+    steps = tuple(Shift((c,)) for c, _ in offsets)
+    if coefficient != 1.0:
+        factor = Constant(f"{node_label(node)}: 1/{len(node.input)}", (), onnx.TensorProto.DOUBLE,
+                          lambda: np.array(coefficient))
+        steps += (Scale((factor,)),)
+    return ChannelAffine(terms[0][0], steps)
+
+
+def _read_sum(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Sum | Reason:
+    return _weighted_sum(node, index, 1.0)
+
+
+def _read_mean(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Sum | Reason:
+    """The mean of branches over one input: their sum, scaled by ``1/n``."""
+    return _weighted_sum(node, index, 1.0 / max(len(node.input), 1))
 
 
 def _read_neg(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Reason:
@@ -270,6 +287,7 @@ OPS: dict[str, Rule] = {
     "Sub": Rule(Role.SUM, _read_sub, (0, 1), 1, Row.IF_PRESENT),
     "Pad": Rule(Role.PAD, _read_pad, row=Row.IF_PRESENT),
     "Sum": Rule(Role.SUM, _read_sum, None, 1),
+    "Mean": Rule(Role.SUM, _read_mean, None, 1),
     "Neg": Rule(Role.AFFINE, _read_neg),
     "Identity": Rule(Role.PASS, _read_identity),
     "Dropout": Rule(Role.PASS, _read_dropout),
