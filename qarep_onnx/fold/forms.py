@@ -34,6 +34,9 @@ class Form:
     rank: int | None  # rank of the tensor it computes
     has_bias: bool  # whether the folded operator may need a bias
     pad_nodes: tuple[int, ...] = ()  # zero Pads a Conv leaf took over as its own padding
+    # When set, the form's node is kept and its first input re-pointed at this tensor: an operator that
+    # commutes with what it read (a layout change of a per-channel affine) moves in front of it.
+    rewire: str | None = None
 
     @property
     def branches(self) -> int:
@@ -54,10 +57,11 @@ class Form:
 
 @dataclass(frozen=True)
 class Region:
-    """A form to fold: its root tensor and every node that computes it."""
+    """A form to fold: its root tensor, every node that computes it, and the nodes it keeps re-pointed."""
 
     form: Form
     nodes: tuple[int, ...]  # ascending, the root's node included
+    rewires: tuple[tuple[int, str], ...] = ()  # (node, its new first input) for the nodes the region keeps
 
     @property
     def root_node(self) -> int:
@@ -65,16 +69,30 @@ class Region:
 
 
 def region_nodes(form: Form) -> tuple[int, ...]:
-    """Every node that computes ``form`` (the nodes its region removes), ascending."""
+    """Every node that computes ``form`` and goes with its region, ascending (not the nodes it keeps re-pointed)."""
     nodes: set[int] = set()
+    for f in subforms(form):
+        if f.node is not None and f.rewire is None:
+            nodes.add(f.node)
+            nodes.update(f.pad_nodes)
+    return tuple(sorted(nodes))
+
+
+def region_rewires(form: Form) -> tuple[tuple[int, str], ...]:
+    """The nodes the region of ``form`` keeps, each with the tensor its first input becomes."""
+    return tuple(sorted((f.node, f.rewire) for f in subforms(form) if f.rewire is not None))
+
+
+def subforms(form: Form) -> list[Form]:
+    """``form`` and every form it is computed from, each once."""
+    seen: dict[int, Form] = {}
     stack = [form]
     while stack:
         f = stack.pop()
-        if f.node is not None and f.node not in nodes:
-            nodes.add(f.node)
-            nodes.update(f.pad_nodes)
+        if id(f) not in seen:
+            seen[id(f)] = f
             stack.extend(f.operands)
-    return tuple(sorted(nodes))
+    return list(seen.values())
 
 
 def without_trailing_batch_norm(form: Form) -> Form | None:

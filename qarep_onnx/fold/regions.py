@@ -29,7 +29,14 @@ from ..graph.index import GraphIndex
 from ..graph.tensors import type_name
 from .algebra import Geometry, diagonal_geometry
 from .evaluate import evaluate
-from .forms import Form, Region, region_nodes, without_trailing_batch_norm
+from .forms import (
+    Form,
+    Region,
+    region_nodes,
+    region_rewires,
+    subforms,
+    without_trailing_batch_norm,
+)
 from .kinds import merge_geometry
 from .kinds.base import LeafOp
 from .linear_ops import (
@@ -91,7 +98,7 @@ class RegionFinder:
                 continue
             nodes = region_nodes(root)
             if len(nodes) > root.emitted_nodes:
-                regions.append(Region(root, nodes))
+                regions.append(Region(root, nodes, region_rewires(root)))
         return regions
 
     def _operand(self, tensor: str, consumer: int) -> Form:
@@ -131,7 +138,8 @@ class RegionFinder:
         while self.index.is_single_use(tensor, reader) and tensor in self.index.producer:
             producer = self.index.producer[tensor]
             affine = self.forms.get(tensor)
-            if affine is not None and affine.node == producer and affine.geometry.is_diagonal and affine.op is not None:
+            if (affine is not None and affine.node == producer and affine.geometry.is_diagonal and affine.op is not None
+                    and not any(affine is f for t in taken for f in subforms(t))):  # one taken already computes it
                 if not self._takes_affine(i, op, g, affine):
                     break
                 taken.append(affine)

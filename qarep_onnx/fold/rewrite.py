@@ -64,6 +64,8 @@ class GraphRewriter:
         self._doomed.update(i for i in region.nodes if i != root_index)
         for i in region.nodes:
             self._released.update(t for t in self.index.nodes[i].input if t)
+        for i, tensor in region.rewires:
+            self.graph.node[i].input[0] = tensor
         root.CopyFrom(last)
         return before + [root]
 
