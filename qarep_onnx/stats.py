@@ -54,6 +54,14 @@ def _inlined(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.inliner.inline_local_functions(model)
 
 
+_INTEGER_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+
+
+def _shapes_something(tensor: onnx.TensorProto) -> bool:
+    """A constant that may set a shape: a small integer tensor."""
+    return tensor.data_type in _INTEGER_TYPES and math.prod(tensor.dims) <= 64
+
+
 def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None) -> onnx.ModelProto:
     graph = model.graph
     inputs = []
@@ -63,8 +71,12 @@ def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]
             value = helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, list(shape))
         inputs.append(value)
     declared = {v.name for v in inputs}
-    inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in graph.initializer if t.name not in declared]
-    light = helper.make_graph(list(graph.node), graph.name, inputs, list(graph.output))
+    # Weights become typed inputs; small integer constants (a Reshape's shape, Unsqueeze's axes) stay, so
+    # that inference knows the shapes they set.
+    shaping = [t for t in graph.initializer if t.name not in declared and _shapes_something(t)]
+    inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in graph.initializer
+               if t.name not in declared and not _shapes_something(t)]
+    light = helper.make_graph(list(graph.node), graph.name, inputs, list(graph.output), shaping)
     copy = helper.make_model(light, opset_imports=list(model.opset_import), functions=list(model.functions))
     copy.ir_version = model.ir_version
     return copy
