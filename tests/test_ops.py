@@ -82,6 +82,10 @@ ROWS = [
     ("Neg", ["x"], {}, ("Negate",)),
     ("Identity", ["x"], {}, "Passthrough"),
     ("Dropout", ["x"], {}, "Passthrough"),
+    ("Reshape", ["x", "pads"], {}, "Relayout"),
+    ("Flatten", ["x"], {"axis": 1}, "Relayout"),
+    ("Squeeze", ["x", "pads"], {}, "Relayout"),
+    ("Unsqueeze", ["x", "pads"], {}, "Relayout"),
     ("Dropout", ["x", "", "x2"], {}, Code.NOT_LINEAR),
     ("AveragePool", ["x"], {"kernel_shape": [3, 3], "pads": [1] * 4, "count_include_pad": 1}, "AveragePool"),
     ("AveragePool", ["x"], {"kernel_shape": [3, 3], "pads": [1] * 4}, Code.POOL_EXCLUDES_PAD),
@@ -122,7 +126,7 @@ def test_a_leaf_is_described_by_the_kind_its_rule_names():
 
 
 def test_the_ops_a_second_pass_looks_for_are_derived_from_the_roles():
-    roles = {Role.AFFINE, Role.SUM, Role.PASS, Role.PAD}
+    roles = {Role.AFFINE, Role.SUM, Role.PASS, Role.LAYOUT, Role.PAD}
     assert TAKEN_OVER == {op for op, rule in OPS.items() if rule.role in roles}
     assert {"BatchNormalization", "Mul", "Add", "Sub", "Div", "Neg", "Sum", "Identity", "Dropout", "Pad"} <= TAKEN_OVER
 

@@ -5,6 +5,7 @@ forms through them (``grow``), and :mod:`.evaluate` asks each for its numbers (`
 the numbers of its operands:
 
 =====================  ===================================================================
+:class:`Relayout`       a per-channel affine seen through a layout change that keeps the channels
 :class:`ChannelAffine`  a chain of per-channel steps ``y -> y * t`` / ``y + s`` (BatchNorm, Mul,
                         Div, Add, Sub of a constant, Neg)
 :class:`Sum`            ``sum_k c_k y_k + sum_j c_j const_j`` of forms over the same X (Add, Sub, Sum)
@@ -16,7 +17,8 @@ the numbers of its operands:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -221,6 +223,54 @@ class AveragePool:
 
     def evaluate(self, form, operands: list[FormValues], context) -> FormValues:
         return algebra.average_pool_values(form.geometry.out_channels, form.geometry)
+
+
+@dataclass(frozen=True)
+class Relayout:
+    """Reshape, Flatten, Squeeze or Unsqueeze of a per-channel affine of X that keeps the channels on one axis.
+
+    When the channels' axis lands on one axis of the output, in order, with the same elements after it,
+    every element keeps its channel: ``R(t * X + s) = t * R(X) + s`` per channel.  The node then moves in
+    front of the affine (it reads X instead, its output keeps its name), and a leaf reading it takes the
+    affine over, as tf2onnx's Keras Dense head reads a BatchNorm through ``Reshape [N,C,1,1] -> [N,C]``.
+    """
+
+    x: str
+
+    def grow(self, finder, i: int):
+        index = finder.index
+        out = index.nodes[i].output[0]
+        affine = finder.forms.get(self.x) if index.is_single_use(self.x, i) else None
+        if affine is None or affine.op is None or affine.has_leaf or not affine.geometry.is_diagonal:
+            return None  # only a per-channel affine of a tensor moves behind a layout change
+        moved, axis = _channel_axis_after(index, affine, self.x, out)
+        if not moved:
+            return None
+        return replace(affine, output=out, source=out, op=self, node=i, operands=(affine,), axis=axis,
+                       rank=index.rank(out), pad_nodes=(), rewire=affine.source)
+
+    def evaluate(self, form, operands: list[FormValues], context) -> FormValues:
+        return operands[0]
+
+
+def _channel_axis_after(index, affine, before: str, after: str) -> tuple[bool, int | None]:
+    """Whether a layout change ``before -> after`` keeps the channels of ``affine`` on one axis, and which."""
+    if affine.axis is None:
+        return True, None  # one value for every channel: any layout keeps it
+    rank_in, rank_out = index.rank(before), index.rank(after)
+    if rank_in is None or rank_out is None or affine.axis >= rank_in:
+        return False, None
+    dims_in = [index.dim(before, k) for k in range(rank_in)]
+    dims_out = [index.dim(after, k) for k in range(rank_out)]
+    channels, inner = dims_in[affine.axis], dims_in[affine.axis + 1:]
+    # The affine must not have broadcast X to more channels than it has (a symbolic C fed as 1).
+    if channels is None or index.dim(affine.source, affine.axis) != channels or None in inner:
+        return False, None
+    for k in range(rank_out):
+        tail = dims_out[k + 1:]
+        if dims_out[k] == channels and None not in tail and math.prod(tail) == math.prod(inner):
+            return True, k
+    return False, None
 
 
 @dataclass(frozen=True)

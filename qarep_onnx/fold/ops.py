@@ -45,6 +45,7 @@ from .linear_ops import (
     Divide,
     Negate,
     Passthrough,
+    Relayout,
     Scale,
     Shift,
     Sum,
@@ -60,6 +61,7 @@ class Role(Enum):
     AFFINE = "a per-channel affine of one operand"
     SUM = "a weighted sum of operands (an affine when all but one are constants)"
     PASS = "its operand, unchanged"
+    LAYOUT = "its operand's numbers in another layout (a per-channel affine in front of it moves behind it)"
     PAD = "zeros around its operand, which a Conv reading it takes as its own padding"
     POOL = "a fixed depthwise kernel over its operand: a branch, not a leaf"
     BLOCKING = "linear, but no fold describes it: a block containing it is refused"
@@ -193,6 +195,10 @@ def _read_mean(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Sum |
     return _weighted_sum(node, index, 1.0 / max(len(node.input), 1))
 
 
+def _read_layout(node: onnx.NodeProto, index: GraphIndex) -> Relayout | Reason:
+    return Relayout(node.input[0]) if node.input and node.input[0] else ends_block(node)
+
+
 def _read_neg(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine | Reason:
     return ChannelAffine(node.input[0], (Negate(),)) if len(node.input) == 1 else ends_block(node)
 
@@ -291,6 +297,10 @@ OPS: dict[str, Rule] = {
     "Neg": Rule(Role.AFFINE, _read_neg),
     "Identity": Rule(Role.PASS, _read_identity),
     "Dropout": Rule(Role.PASS, _read_dropout),
+    "Reshape": Rule(Role.LAYOUT, _read_layout),
+    "Flatten": Rule(Role.LAYOUT, _read_layout),
+    "Squeeze": Rule(Role.LAYOUT, _read_layout),
+    "Unsqueeze": Rule(Role.LAYOUT, _read_layout),
     "AveragePool": Rule(Role.POOL, _read_average_pool),
     "Cast": Rule(Role.BLOCKING, _blocking("changes the element type")),
     "QuantizeLinear": Rule(Role.BLOCKING, _blocking("quantizes")),
@@ -305,7 +315,7 @@ OPS: dict[str, Rule] = {
 
 # Operators a leaf can take over in front of it, or that extend a form: a fold that leaves one of
 # them with a single reader may let another pass fold more.
-TAKEN_OVER = frozenset(op for op, rule in OPS.items() if rule.role in (Role.AFFINE, Role.SUM, Role.PASS, Role.PAD))
+TAKEN_OVER = frozenset(op for op, rule in OPS.items() if rule.role in (Role.AFFINE, Role.SUM, Role.PASS, Role.LAYOUT, Role.PAD))
 # Operators whose node is one leaf operator: INT8's layers, the FLOPs of matrix products.
 LEAF_OPS = tuple(op for op, rule in OPS.items() if rule.kind is not None)
 WEIGHT_INPUTS = {op: rule.weight_inputs for op, rule in OPS.items() if rule.weight_inputs != ()}

@@ -51,6 +51,12 @@ class GraphBuilder:
             self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
+    def ints(self, values, prefix: str = "i") -> str:
+        """An int64 initializer: a shape, axes, pads."""
+        name = self.name(prefix)
+        self.initializers.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
+        return name
+
     def op(self, op_type: str, inputs: list[str], **attrs) -> str:
         out = self.name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(op_type), **attrs))
