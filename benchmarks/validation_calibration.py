@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import qarep_onnx  # noqa: E402
-from breakage import BREAKAGES, drop_branch  # noqa: E402
+from helpers.breakage import BREAKAGES, drop_branch  # noqa: E402
 from qarep_onnx.runtime.noise import FACTOR  # noqa: E402
 from qarep_onnx.runtime.validation import validate  # noqa: E402
 

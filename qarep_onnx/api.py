@@ -16,7 +16,7 @@ from .io import LoadedModel
 from .progress import step
 from .runtime.inputs import InputSet
 from .runtime.providers import select_provider
-from .runtime.validation import validate as validate_models
+from .runtime.validation import validate_fold
 from .stats import model_stats, tensor_shapes
 
 log = logging.getLogger("qarep_onnx")
@@ -82,7 +82,10 @@ def optimize_loaded(
     original = loaded.model
     shapes = tensor_shapes(original, input_shapes)
     stats_before = model_stats(original, shapes, input_shapes)
-    if validate or not owned:
+    # Validation needs the original: from its file when there is one (onnxruntime reads it there), so the
+    # model loaded here can be folded in place; else from a copy kept in memory.
+    reread = validate and owned and loaded.path is not None
+    if (validate and not reread) or not owned:
         working = onnx.ModelProto()
         working.CopyFrom(original)
     else:
@@ -95,9 +98,9 @@ def optimize_loaded(
     report.stats_after = model_stats(working, shapes, input_shapes)
     if validate:
         with step("validating"):
-            result = validate_models(
-                original, working, provider=provider, seed=seed, samples=samples, inputs=inputs, rtol=rtol, atol=atol,
-                input_shapes=input_shapes, folds=report.folds, candidate_label="the folded model",
+            result = validate_fold(
+                loaded.path if reread else original, working, report.folds, provider=provider, seed=seed,
+                samples=samples, inputs=inputs, rtol=rtol, atol=atol, input_shapes=input_shapes,
             )
         report.validation = result
         if not result.passed:

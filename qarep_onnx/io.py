@@ -32,6 +32,7 @@ class LoadedModel:
     model: onnx.ModelProto
     data_files: tuple[Path, ...]  # external data files the weights came from
     size_bytes: int  # model file plus external data
+    path: Path | None = None  # the file it was read from
 
     @property
     def external_data(self) -> bool:
@@ -123,7 +124,7 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         raise InputModelError(f"{p}: cannot read the file ({exc.strerror or exc})") from exc
     check_is_model(model, str(p))
     data_files, external = _load_external_data(model, p.parent, str(p))
-    return LoadedModel(model, data_files, size + external)
+    return LoadedModel(model, data_files, size + external, p)
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:

@@ -87,7 +87,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
         dims = value.type.tensor_type.shape.dim
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in dims)
     return shapes
 
 

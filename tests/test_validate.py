@@ -169,15 +169,34 @@ def test_validate_command_accepts_the_native_export_and_rejects_a_broken_fold(tm
     assert api.status == "failed" and api.worst.name in failed.stderr
 
 
-def test_validate_command_needs_models_with_the_same_inputs_and_outputs(tmp_path):
+def _renamed_outputs(model, names):
+    for output, name in zip(model.graph.output, names):
+        for node in model.graph.node:
+            node.output[:] = [name if o == output.name else o for o in node.output]
+        output.name = name
+    return model
+
+
+def test_two_exports_that_name_their_outputs_differently_pair_by_position(tmp_path):
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
     onnx.save(qarep_model(BlockSpec()), a)
-    other = qarep_model(BlockSpec())
-    other.graph.output[0].name = "renamed"
-    other.graph.node[-1].output[0] = "renamed"
+    onnx.save(_renamed_outputs(qarep_model(BlockSpec()), ["1311"]), b)
+    result = cli("validate", "--provider", PROVIDER, a, b)
+    assert result.returncode == 0, result.stderr
+    assert "paired by position" in result.stdout and "-> 1311" in result.stdout
+
+
+def test_outputs_that_do_not_pair_are_a_one_line_error_naming_the_output_map(tmp_path):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    original = qarep_model(BlockSpec())
+    onnx.save(original, a)
+    other = _renamed_outputs(qarep_model(BlockSpec()), ["1311"])
+    other.graph.output.append(onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None))  # one output more
     onnx.save(other, b)
     result = cli("validate", "--provider", PROVIDER, a, b)
-    assert result.returncode == 2 and "no output" in result.stderr
+    assert result.returncode == 2 and "no output" in result.stderr and "--output-map" in result.stderr
+    mapped = cli("validate", "--provider", PROVIDER, "--output-map", f"{original.graph.output[0].name}=1311", a, b)
+    assert mapped.returncode == 0, mapped.stderr
 
 
 # -- inputs that look like data -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ FLAGS = {
     "target_sqnr": "--target-sqnr",
     "max_layers": "--max-layers",
     "exclude": "--exclude",
+    "output_map": "--output-map",
 }
 
 
@@ -48,6 +49,16 @@ def parse_shapes(ctx, param, values: tuple[str, ...]) -> dict[str, tuple[int, ..
             raise click.BadParameter(f"'{value}' is not NAME:DxDx... (e.g. images:1x3x640x640)", ctx, param)
         shapes[name] = shape
     return shapes
+
+
+def parse_output_map(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        original, sep, candidate = value.partition("=")
+        if not sep or not original or not candidate:
+            raise click.BadParameter(f"'{value}' is not ORIG=CAND (an output of ORIGINAL, = , one of CANDIDATE)", ctx, param)
+        pairs[original] = candidate
+    return pairs
 
 
 def finite(ctx, param, value: float | None) -> float | None:

@@ -25,6 +25,7 @@ from .common import (
     json_option,
     load,
     notes_of,
+    parse_output_map,
     planned_outputs,
     provider_option,
     write_json,
@@ -109,21 +110,25 @@ def inspect_command(obj, model_path, keep_post_bn, input_shapes, json_path) -> N
 @click.argument("original_path", metavar="ORIGINAL", type=click.Path(path_type=Path))
 @click.argument("candidate_path", metavar="CANDIDATE", type=click.Path(path_type=Path))
 @checking_options
+@click.option("--output-map", "output_map", multiple=True, callback=parse_output_map, metavar="ORIG=CAND",
+              help="Pair an output of ORIGINAL with one of CANDIDATE by name (repeatable); by default outputs pair "
+                   "by name, else by position.")
 @json_option
 @click.pass_obj
 def validate_command(obj, original_path, candidate_path, provider, rtol, atol, seed, samples, input_files, input_shapes,
-                     json_path) -> None:
+                     output_map, json_path) -> None:
     """Check that CANDIDATE computes what ORIGINAL computes (exit 0), or not (exit 4)."""
     out = Output(obj["quiet"], json_path == "-")
     planned = planned_outputs(("--json", json_path))
     inputs = inputs_of("ORIGINAL", original_path) + inputs_of("CANDIDATE", candidate_path)
     check_outputs(planned, inputs)
-    original, candidate = load(original_path), load(candidate_path)
-    check_outputs(planned, inputs_of("ORIGINAL", original_path, original) + inputs_of("CANDIDATE", candidate_path, candidate))
+    for label, path in (("ORIGINAL", original_path), ("CANDIDATE", candidate_path)):  # one model in memory at a time
+        check_outputs(planned, inputs_of(label, path, load(path)))
     with step("validating"):
         result = validate_models(
-            original.model, candidate.model, provider=provider, seed=seed, samples=samples,
+            original_path, candidate_path, provider=provider, seed=seed, samples=samples,
             inputs=list(input_files) or None, rtol=rtol, atol=atol, input_shapes=input_shapes,
+            output_map=output_map or None,
         )
     out.lines(validation_lines(result) + notes_of(planned))
     write_json({"schema_version": REPORT_SCHEMA_VERSION, "validation": result.to_dict()}, json_path)

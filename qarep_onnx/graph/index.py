@@ -164,7 +164,8 @@ class GraphIndex:
         for info in list(self.graph.input) + list(self.graph.output) + list(self.graph.value_info):
             t = info.type.tensor_type
             if info.type.HasField("tensor_type") and t.HasField("shape"):
-                self._dims[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+                self._dims[info.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                                              for d in t.shape.dim)
 
     def dim(self, name: str, axis: int) -> int | None:
         """A tensor's size on ``axis`` when declared or inferred."""

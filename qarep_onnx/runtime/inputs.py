@@ -10,10 +10,12 @@ what to change.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -63,7 +65,9 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         if not tt.HasField("shape"):
             dims = None
         else:
-            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+            # A negative dim (paddle2onnx writes -1) is a free dim, like a symbolic one.
+            dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
+                         for d in tt.shape.dim)
         specs.append(InputSpec(value.name, dtype, dims))
     return specs
 
@@ -126,29 +130,78 @@ def random_input_sets(
     model: onnx.ModelProto, samples: int = 1, seed: int = 0, input_shapes: dict[str, tuple[int, ...]] | None = None
 ) -> list[InputSet]:
     """``samples`` seeded input sets, taking turns over the value ranges of :data:`RANGES`."""
-    specs = model_inputs(model)
+    return list(random_plan(model, samples, seed, input_shapes))
+
+
+def random_plan(
+    model: onnx.ModelProto | list[InputSpec], samples: int = 1, seed: int = 0,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> InputPlan:
+    """The same sets as :func:`random_input_sets`, each drawn again when the plan is walked."""
+    specs = model if isinstance(model, list) else model_inputs(model)
     shapes = resolve_shapes(specs, input_shapes)
-    sets = []
-    for k in range(samples):
-        rng = np.random.default_rng([seed, k])
-        kind, low, high = RANGES[k % len(RANGES)]
-        feeds = {}
-        try:
-            for spec in specs:
-                shape = shapes[spec.name]
-                if spec.dtype.kind == "f":
-                    values = rng.standard_normal(shape) if low is None else rng.uniform(low, high, shape)
-                elif spec.dtype.kind == "b":
-                    values = rng.integers(0, 2, shape)
-                elif not shape:
-                    values = np.array(1 + k)
-                else:
-                    values = rng.integers(0, 2, shape)
-                feeds[spec.name] = np.asarray(values).astype(spec.dtype)
-        except MemoryError as exc:
-            raise UsageError("the validation inputs do not fit in memory; give smaller input shapes") from exc
-        sets.append(InputSet(feeds, f"random {kind} (seed {seed}, sample {k + 1})"))
-    return sets
+    return InputPlan([(f"random {RANGES[k % len(RANGES)][0]} (seed {seed}, sample {k + 1})",
+                       functools.partial(_random_set, specs, shapes, seed, k)) for k in range(samples)])
+
+
+def _random_set(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]], seed: int, k: int) -> InputSet:
+    rng = np.random.default_rng([seed, k])
+    kind, low, high = RANGES[k % len(RANGES)]
+    feeds = {}
+    try:
+        for spec in specs:
+            shape = shapes[spec.name]
+            if spec.dtype.kind == "f":
+                values = rng.standard_normal(shape) if low is None else rng.uniform(low, high, shape)
+            elif spec.dtype.kind == "b":
+                values = rng.integers(0, 2, shape)
+            elif not shape:
+                values = np.array(1 + k)
+            else:
+                values = rng.integers(0, 2, shape)
+            feeds[spec.name] = np.asarray(values).astype(spec.dtype)
+    except MemoryError as exc:
+        raise UsageError("the validation inputs do not fit in memory; give smaller input shapes") from exc
+    return InputSet(feeds, f"random {kind} (seed {seed}, sample {k + 1})")
+
+
+class InputPlan:
+    """Input sets made (or read) again each time the plan is walked: a run over many of them holds one at a time."""
+
+    def __init__(self, makers: list[tuple[str, Callable[[], InputSet]]]) -> None:
+        self._makers = makers
+
+    @property
+    def descriptions(self) -> tuple[str, ...]:
+        return tuple(description for description, _ in self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+    def __iter__(self) -> Iterator[InputSet]:
+        for _, make in self._makers:
+            yield make()
+
+
+def input_plan(
+    model: onnx.ModelProto | list[InputSpec],
+    inputs: Sequence[str | os.PathLike | InputSet] | None,
+    samples: int,
+    seed: int,
+    input_shapes: dict[str, tuple[int, ...]] | None,
+) -> InputPlan:
+    """Given input sets and files (each file checked now, read again for each walk), or seeded random sets."""
+    if not inputs:
+        return random_plan(model, samples, seed, input_shapes)
+    specs = model if isinstance(model, list) else model_inputs(model)
+    makers = []
+    for item in inputs:
+        if isinstance(item, InputSet):
+            makers.append((item.description, lambda item=item: item))
+        else:
+            checked = _load_one(Path(item), specs, "inputs")
+            makers.append((checked.description, functools.partial(_load_one, Path(item), specs, "inputs")))
+    return InputPlan(makers)
 
 
 def load_input_sets(model: onnx.ModelProto, paths: list[str | os.PathLike], option: str = "inputs") -> list[InputSet]:
@@ -206,7 +259,12 @@ def _load_one(path: Path, specs: list[InputSpec], option: str) -> InputSet:
 
 def check_same_inputs(a: onnx.ModelProto, b: onnx.ModelProto, labels: tuple[str, str]) -> None:
     """Two models that are compared or timed on the same feeds must take the same inputs."""
-    sa, sb = {s.name: s for s in model_inputs(a)}, {s.name: s for s in model_inputs(b)}
+    check_same_specs(model_inputs(a), model_inputs(b), labels)
+
+
+def check_same_specs(a: list[InputSpec], b: list[InputSpec], labels: tuple[str, str]) -> None:
+    """The inputs of two models, as specs, must be the same."""
+    sa, sb = {s.name: s for s in a}, {s.name: s for s in b}
     if sa.keys() != sb.keys():
         raise UsageError(f"{labels[0]} takes inputs {sorted(sa)} and {labels[1]} takes {sorted(sb)}; they must be the same")
     for name, x in sa.items():

@@ -84,9 +84,14 @@ def perturbed_by_one_ulp(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelPro
     """A copy with every float weight moved one ulp up or down at random, or None if it has none."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    return copy if perturb_by_one_ulp(copy, seed) else None
+
+
+def perturb_by_one_ulp(model: onnx.ModelProto, seed: int = 0) -> bool:
+    """Move every finite float weight of ``model`` one ulp up or down at random, in place; False if it has none."""
     rng = np.random.default_rng(seed)
     changed = False
-    for scope in scopes(copy):
+    for scope in scopes(model):
         weights = _weight_names(scope.nodes)
         tensors = [t for t in scope.initializers if t.name in weights]
         for node in scope.nodes:
@@ -94,7 +99,7 @@ def perturbed_by_one_ulp(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelPro
                 tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
         for t in tensors:
             changed |= _move_one_ulp(t, rng)
-    return copy if changed else None
+    return changed
 
 
 def _move_one_ulp(t: onnx.TensorProto, rng: np.random.Generator) -> bool:
@@ -106,7 +111,8 @@ def _move_one_ulp(t: onnx.TensorProto, rng: np.random.Generator) -> bool:
     direction = np.where(rng.integers(0, 2, values.shape).astype(bool), np.inf, -np.inf).astype(values.dtype)
     with np.errstate(all="ignore"):
         moved = np.nextafter(values, direction)
-    moved = np.where(np.isfinite(moved), moved, values)
+    # Only finite weights move: a -inf mask stays -inf (nextafter would make it the largest finite number).
+    moved = np.where(np.isfinite(values) & np.isfinite(moved), moved, values)
     t.CopyFrom(numpy_helper.from_array(moved.astype(values.dtype), t.name))
     return True
 

@@ -1,73 +1,52 @@
-"""Did the validation inputs reach the folds?  A check that a verdict measured something.
+"""Did the validation inputs reach the folds?  A verdict must have measured something.
 
-Each graph's folded nodes are perturbed in a probe copy; if no output moves beyond its tolerance,
-the inputs never reached them (a Loop whose trip count came out as zero, an If branch not taken).
+A fold in the main graph (or in a function it calls) runs on every input: its numbers reach the
+outputs compared, or cannot change them.  A fold inside an If branch or a Loop or Scan body runs
+only when the inputs take that branch or loop at least once.  So the candidate session of a
+validation is profiled when such folds exist, and onnxruntime's profile says which nodes ran: a
+folded node that never ran was not validated.  Asking onnxruntime which nodes ran, rather than
+perturbing them and watching the outputs, also holds where the outputs cannot show a change (a
+LayerNormalization or an ArgMax after the fold).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from typing import Sequence
 
-import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-
-from ..graph.walk import NameAllocator, scopes
-from .compare import as_array, max_error
-from .noise import model_float_type
-from .sessions import run_session, session
+_KERNEL = "_kernel_time"
+_INLINED = "_inlfunc_"  # onnxruntime's prefix for the nodes of an inlined model-local function
 
 
-def unreached_folds(candidate, folds, choice, input_sets, computed, tolerances) -> list[str]:
-    """Perturb each graph's folded nodes in a probe copy; a group no output notices was never exercised."""
+def needs_profile(folds: Sequence) -> bool:
+    """Whether any fold sits where inputs may not reach it (a body or a function, not the main graph)."""
+    return any(f.graph for f in folds)
+
+
+def executed_nodes(profile_path: str) -> set[str]:
+    """The names of the nodes onnxruntime's profile says ran."""
+    with open(profile_path) as f:
+        events = json.load(f)
+    return {e["name"][: -len(_KERNEL)] for e in events
+            if isinstance(e, dict) and e.get("cat") == "Node" and str(e.get("name", "")).endswith(_KERNEL)}
+
+
+def _ran(node: str, executed: set[str]) -> bool:
+    return node in executed or any(name.startswith(_INLINED) and name.endswith("_" + node) for name in executed)
+
+
+def unreached_folds(folds: Sequence, executed: set[str], provider: str) -> list[str]:
+    """For each graph other than the main one, a sentence when none of its folded nodes ran."""
     by_graph: dict[str, list[str]] = defaultdict(list)
     for fold in folds:
-        by_graph[fold.graph].append(fold.node)
+        if fold.graph:
+            by_graph[fold.graph].append(fold.node)
     messages = []
-    float_type = model_float_type(candidate)
-    for graph, node_names in by_graph.items():
-        probe = probed_copy(candidate, set(node_names), float_type)
-        s = session(probe, choice, optimize_graph=False)
-        names = [o.name for o in s.get_outputs() if o.name in tolerances]
-        reached = False
-        for input_set, expected in zip(input_sets, computed):
-            moved = dict(zip(names, run_session(s, names, input_set.feeds)))
-            for name in names:
-                a, b = as_array(expected[name]), as_array(moved[name])
-                if a is None or b is None or a.shape != b.shape:
-                    reached = True  # a different structure is a visible change
-                elif a.size and max_error(a, b)[0] > tolerances[name]:
-                    reached = True
-            if reached:
-                break
-        if not reached:
-            where = f" in {graph}" if graph else ""
-            messages.append(f"{len(node_names)} folded node(s){where} changed no output when perturbed: "
-                            "the inputs never reached them")
+    for graph, nodes in by_graph.items():
+        if not executed:
+            messages.append(f"whether the inputs reached the {len(nodes)} folded node(s) in {graph} cannot be told: "
+                            f"the {provider} provider ran the model without reporting its nodes")
+        elif not any(_ran(node, executed) for node in nodes):
+            messages.append(f"{len(nodes)} folded node(s) in {graph} never ran on these inputs: the inputs never reached them")
     return messages
-
-
-def probed_copy(model: onnx.ModelProto, node_names: set[str], float_type: int) -> onnx.ModelProto:
-    """A copy where the output ``y`` of each named node becomes ``1.5 * y + 1``: a change any use of it shows."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(float_type)
-    names = NameAllocator.for_model(copy)
-    for scope in scopes(copy):
-        rebuilt = []
-        for node in scope.nodes:
-            rebuilt.append(node)
-            if node.name in node_names and node.output:
-                final = node.output[0]
-                raw = node.output[0] = names.fresh(f"{final}__probe")
-                scale, offset, scaled = names.fresh("probe_scale"), names.fresh("probe_offset"), names.fresh(f"{final}__probed")
-                rebuilt += [
-                    helper.make_node("Constant", [], [scale], value=numpy_helper.from_array(np.array(1.5, dtype))),
-                    helper.make_node("Constant", [], [offset], value=numpy_helper.from_array(np.array(1.0, dtype))),
-                    helper.make_node("Mul", [raw, scale], [scaled]),
-                    helper.make_node("Add", [scaled, offset], [final]),
-                ]
-        if len(rebuilt) != len(scope.nodes):
-            del scope.nodes[:]
-            scope.nodes.extend(rebuilt)
-    return copy

@@ -1,11 +1,19 @@
 """onnxruntime sessions and runs, with every failure turned into one line that names the model.
 
-Models past protobuf's 2 GB limit go to onnxruntime through a temporary file with external data.
+A validation runs several sessions over the same inputs; they are opened one at a time from model
+files, never from a second in-memory copy of the model: a model given as a path is loaded by
+onnxruntime itself (its external data read in place), and a model in memory is first written to a
+:class:`Workspace` with its weights in an external data file, which onnxruntime maps rather than
+copies.  The workspace also keeps each input set's reference outputs on disk, so that memory does
+not grow with the number of input sets.
 """
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +23,21 @@ from ..errors import QarepError, first_line
 from .providers import ProviderChoice, select_provider
 
 
+def _options(optimize_graph: bool, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # onnxruntime's own error lines would repeat, over several, what we say in one
+    if not optimize_graph:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return options
+
+
 def session(model: onnx.ModelProto | bytes, choice: ProviderChoice, optimize_graph: bool):
-    """An InferenceSession on the chosen provider; ``optimize_graph=False`` disables every graph optimization.
+    """An InferenceSession of a model in memory; ``optimize_graph=False`` disables every graph optimization.
 
     Models past protobuf's 2 GB limit go through a temporary file with external data.
     """
@@ -24,10 +45,7 @@ def session(model: onnx.ModelProto | bytes, choice: ProviderChoice, optimize_gra
 
     from ..io import PROTOBUF_LIMIT, save_model
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # onnxruntime's own error lines would repeat, over several, what we say in one
-    if not optimize_graph:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options = _options(optimize_graph)
     try:
         if isinstance(model, onnx.ModelProto) and model.ByteSize() > PROTOBUF_LIMIT:
             with tempfile.TemporaryDirectory(prefix="qarep-onnx-") as folder:
@@ -38,6 +56,26 @@ def session(model: onnx.ModelProto | bytes, choice: ProviderChoice, optimize_gra
         return ort.InferenceSession(data, options, providers=choice.session_providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise QarepError(f"onnxruntime cannot load the model: {first_line(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file onnxruntime loads itself; ``label`` names it in errors, which are ``error``."""
+
+    path: Path
+    label: str = "the model"
+    error: type[QarepError] = QarepError
+
+
+def open_session(model: ModelFile, choice: ProviderChoice, optimize_graph: bool = False, profile_prefix: str | None = None):
+    """A session of ``model`` on the chosen provider (graph optimizations off unless asked; profiled when told where)."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(model.path), _options(optimize_graph, profile_prefix),
+                                    providers=choice.session_providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise model.error(f"onnxruntime cannot load {model.label}: {first_line(exc)}") from exc
 
 
 def run(
@@ -56,20 +94,31 @@ def run_session(s, names: list[str], feeds: dict[str, np.ndarray], label: str = 
         raise error(f"onnxruntime failed to run {label}: {first_line(exc)}") from exc
 
 
-def labelled_session(model, choice, label: str, error):
-    """A session without graph optimizations; a model onnxruntime rejects is named in the error."""
-    try:
-        return session(model, choice, optimize_graph=False)
-    except QarepError as exc:
-        raise error(str(exc).replace("the model", label, 1)) from exc
+class Workspace(contextlib.AbstractContextManager):
+    """A temporary folder for one validation: model files for onnxruntime, and spilled outputs."""
 
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="qarep-onnx-validate-")
+        self.path = Path(self._folder.name)
 
+    def __exit__(self, *exc) -> None:
+        self._folder.cleanup()
 
+    def model_file(self, model: onnx.ModelProto, name: str, label: str, error: type[QarepError] = QarepError,
+                   keep_model: bool = True) -> ModelFile:
+        """``model`` written here, its weights in an external data file; ``keep_model=False`` lets the
+        written weights leave memory (the caller drops the model)."""
+        from ..io import save_model
 
+        path = self.path / f"{name}.onnx"
+        save_model(model, path, external_data=True, keep_model=keep_model)
+        return ModelFile(path, label, error)
 
-def optional_session(model: onnx.ModelProto, choice: ProviderChoice, optimize_graph: bool):
-    """A session for measuring the noise floor; None when onnxruntime cannot build it (then that measure is skipped)."""
-    try:
-        return session(model, choice, optimize_graph)
-    except QarepError:
-        return None
+    def put(self, key: str, outputs: dict) -> None:
+        """Keep ``outputs`` (arrays, sequences, maps) on disk under ``key``."""
+        with open(self.path / f"{key}.pickle", "wb") as f:
+            pickle.dump(outputs, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def get(self, key: str) -> dict:
+        with open(self.path / f"{key}.pickle", "rb") as f:
+            return pickle.load(f)  # written by put() above, in this process's own temporary folder

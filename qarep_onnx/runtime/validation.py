@@ -7,45 +7,43 @@ the tolerance is calibrated to the *original* model on the same inputs and provi
 floor per output is the larger of
 
 * how far onnxruntime's own graph optimizations (ORT_ENABLE_ALL against ORT_DISABLE_ALL) move it,
-* how far a random one-ulp change of every weight moves it (the rounding a fold commits once);
+* how far a random one-ulp change of every finite weight moves it (the rounding a fold commits once),
 
-and an output passes when ``max|a - b| <= atol + FACTOR * floor`` (:data:`FACTOR`; README gives the
-measurements behind it).  Explicit ``rtol`` replaces the calibration by ``atol + rtol * max(1, max|a|)``;
-a model whose floor cannot be measured falls back to :data:`DEFAULT_RTOL`.
+never below one ulp of the output's own scale; an output passes when ``max|a - b| <= atol + FACTOR
+* floor``.  Explicit ``rtol`` replaces the calibration by ``atol + rtol * max(1, max|a|)``; a model
+whose floor cannot be measured falls back to :data:`~.noise.DEFAULT_RTOL`.
 
-A verdict must have measured something.  An output that is empty for the inputs used proves
-nothing, and when the caller names the folds (``optimize --validate``), each graph's folded nodes
-are perturbed in a probe copy: if no output moves beyond its tolerance, the inputs never reached
-them (a Loop with zero iterations, an If branch not taken) and the result is *inconclusive*.
+What it costs: four sessions, opened one at a time from model files (:mod:`.sessions`): the
+original with optimizations off (the reference), the original with optimizations on, the original
+with every weight moved one ulp, and the candidate.  Each input set is made (or read) again for each
+session and the reference outputs wait on disk, so memory holds one session and one input set,
+whatever the number of sets.  With an explicit rtol only the first and the last run.
 
-onnxruntime's CPU provider has no float16 or float64 Conv, so on the CPU such models are compared
-through exact float32 copies of both graphs; on CUDA they run as they are.
+A verdict must have measured something: an output that is empty for every input set proves
+nothing, and folds inside If/Loop/Scan bodies must have run (:mod:`.reach`).  onnxruntime's CPU
+provider has no float16 or float64 Conv, so on the CPU such models are compared through exact
+float32 copies of both graphs; on CUDA they run as they are.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
 
 from ..errors import InputModelError, QarepError, UsageError
 from ..numbers import finite_or_none
-from .compare import OutputComparison, badness, compare_output
-from .inputs import InputSet, check_same_inputs, load_input_sets, random_input_sets
-from .noise import (
-    DEFAULT_RTOL,
-    EPS,
-    FACTOR,
-    as_float32,
-    model_float_type,
-    perturbed_by_one_ulp,
-)
-from .providers import select_provider
-from .reach import unreached_folds
-from .sessions import labelled_session, optional_session, run_session
+from .compare import OutputComparison, as_numbers, difference, floor_error, same_shape
+from .inputs import InputPlan, InputSet, check_same_specs, input_plan
+from .models import Prepared, prepare_candidate, prepare_original
+from .noise import DEFAULT_RTOL, EPS, FACTOR
+from .pairing import pair_outputs
+from .providers import ProviderChoice, select_provider
+from .reach import executed_nodes, needs_profile, unreached_folds
+from .sessions import ModelFile, Workspace, open_session, run_session
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class ValidationResult:
 
     @property
     def worst(self) -> OutputComparison:
-        return max(self.outputs, key=lambda o: o.max_abs_error / o.tolerance if o.tolerance else (np.inf if o.max_abs_error else 0))
+        return max(self.outputs, key=lambda o: o.badness)
 
     def summary(self) -> str:
         """One line saying why the verdict is not a pass (empty when it is)."""
@@ -106,22 +104,24 @@ class ValidationResult:
             "samples": list(self.samples),
             "unproven": list(self.unproven),
             "notes": list(self.notes),
-            "outputs": [
-                {
-                    "name": o.name,
-                    "max_abs_error": finite_or_none(o.max_abs_error),
-                    "relative_error": finite_or_none(o.relative_error),
-                    "max_abs_reference": finite_or_none(o.max_abs_reference),
-                    "noise_floor": finite_or_none(o.noise_floor),
-                    "noise_multiple": finite_or_none(o.noise_multiple),
-                    "tolerance": finite_or_none(o.tolerance),
-                    "passed": o.passed,
-                    "empty": o.empty,
-                    "sample": o.sample,
-                }
-                for o in self.outputs
-            ],
+            "outputs": [_output_dict(o) for o in self.outputs],
         }
+
+
+def _output_dict(o: OutputComparison) -> dict:
+    return {
+        "name": o.name,
+        "max_abs_error": finite_or_none(o.max_abs_error),
+        "relative_error": finite_or_none(o.relative_error),
+        "max_abs_reference": finite_or_none(o.max_abs_reference),
+        "noise_floor": finite_or_none(o.noise_floor),
+        "noise_multiple": finite_or_none(o.noise_multiple),
+        "tolerance": finite_or_none(o.tolerance),
+        "passed": o.passed,
+        "empty": o.empty,
+        "sample": o.sample,
+        "compared": "equality" if o.by_equality else "numbers",
+    }
 
 
 def _times(x: float | None) -> str:
@@ -130,9 +130,12 @@ def _times(x: float | None) -> str:
     return "inf x" if not np.isfinite(x) else f"{x:.2g}x"
 
 
+Model = Any  # onnx.ModelProto | str | os.PathLike | onnx_graphsurgeon.Graph | ONNXProgram
+
+
 def validate(
-    original: onnx.ModelProto | str | os.PathLike,
-    candidate: onnx.ModelProto | str | os.PathLike,
+    original: Model,
+    candidate: Model,
     *,
     provider: str = "auto",
     seed: int = 0,
@@ -141,86 +144,159 @@ def validate(
     rtol: float | None = None,
     atol: float = 0.0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-    folds: Sequence = (),
-    candidate_label: str = "the candidate",
+    output_map: dict[str, str] | None = None,
 ) -> ValidationResult:
-    """Compare every output of ``candidate`` against ``original`` (models or paths).
+    """Compare every output of ``candidate`` against ``original`` (paths, protos, graphsurgeon graphs, ONNXPrograms).
 
     ``inputs``: input files (``.npz`` keyed by input name, ``.npy`` for one input) or
-    :class:`~qarep_onnx.inputs.InputSet`; otherwise ``samples`` seeded random sets.  ``rtol``
-    (with ``atol``) replaces the calibrated tolerance.  ``folds`` (the report's folds) lets the
-    check prove that the inputs reached every folded graph.  ``provider``: auto, cpu, cuda, tensorrt.
+    :class:`~qarep_onnx.runtime.inputs.InputSet`; otherwise ``samples`` seeded random sets.  ``rtol``
+    (with ``atol``) replaces the calibrated tolerance.  Outputs pair by name, else by position when
+    their count, types and ranks agree; ``output_map`` (original name -> candidate name) pairs the
+    rest.  ``provider``: auto, cpu, cuda, tensorrt.
     """
-    from ..io import load_model
+    return _validate(original, candidate, "the candidate", InputModelError, (), provider=provider, seed=seed,
+                     samples=samples, inputs=inputs, rtol=rtol, atol=atol, input_shapes=input_shapes, output_map=output_map)
 
-    original = original if isinstance(original, onnx.ModelProto) else load_model(original)
-    candidate = candidate if isinstance(candidate, onnx.ModelProto) else load_model(candidate)
+
+def validate_fold(original: Model, folded: onnx.ModelProto, folds: Sequence, **options) -> ValidationResult:
+    """:func:`validate` of the fold's own output: onnxruntime failing on it is the tool's error, not the
+    user's, and ``folds`` (the report's) let the check prove that the inputs reached every fold."""
+    return _validate(original, folded, "the folded model", QarepError, tuple(folds), **options)
+
+
+@dataclass
+class _Plan:
+    """What one validation compares, and how."""
+
+    choice: ProviderChoice
+    inputs: InputPlan
+    pairs: dict[str, str]  # original output -> candidate output
+    mode: str  # "calibrated", "explicit" or "fixed"
+    rtol: float | None
+    atol: float
+    fixed_rtol: float
+    eps: float
+    widen: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _validate(original, candidate, label, error, folds, *, provider="auto", seed=0, samples=1, inputs=None, rtol=None,
+              atol=0.0, input_shapes=None, output_map=None) -> ValidationResult:
     _check_arguments(samples, rtol, atol)
     choice = select_provider(provider)
-    check_same_inputs(original, candidate, ("the original", "the candidate"))
-    expected_outputs = [o.name for o in original.graph.output]
-    missing = [n for n in expected_outputs if n not in {o.name for o in candidate.graph.output}]
-    if missing:
-        raise UsageError(f"the candidate has no output '{missing[0]}' (the original's outputs: {', '.join(expected_outputs)})")
+    with Workspace() as ws:
+        first = prepare_original(original, ws, choice, calibrate=rtol is None, seed=seed)
+        second = prepare_candidate(candidate, ws, first.widen, label, error)
+        check_same_specs(first.inputs, second.inputs, ("the original", label))
+        pairs, pairing_note = pair_outputs(first.outputs, second.outputs, output_map, label)
+        plan = _plan(first, choice, input_plan(first.inputs, inputs, samples, seed, input_shapes), pairs, rtol, atol)
+        plan.notes += [pairing_note] if pairing_note else []
+        return _run(plan, first, second, ws, folds)
 
-    input_sets = _input_sets(original, inputs, samples, seed, input_shapes)
-    float_type = model_float_type(original)
-    widen = float_type != onnx.TensorProto.FLOAT and choice.name == "cpu"
-    calibrate = rtol is None
-    perturbed = None
-    if calibrate:
-        # One ulp of what the comparison really sees: float16 weights move by a float16 ulp, float64
-        # weights (compared in float32 on the CPU) by a float32 ulp.
-        if widen and float_type == onnx.TensorProto.FLOAT16:
-            perturbed = perturbed_by_one_ulp(original, seed)
-            perturbed = as_float32(perturbed) if perturbed is not None else None
-        else:
-            perturbed = perturbed_by_one_ulp(as_float32(original) if widen else original, seed)
-    if widen:
-        original, candidate = as_float32(original), as_float32(candidate)
-        input_sets = [_widened(s) for s in input_sets]
-    session_type = onnx.TensorProto.FLOAT if widen else float_type
+
+def _plan(first: Prepared, choice, inputs: InputPlan, pairs, rtol, atol) -> _Plan:
+    float_type = first.float_type
+    session_type = onnx.TensorProto.FLOAT if first.widen else float_type
     eps = max(EPS.get(float_type, EPS[onnx.TensorProto.FLOAT]), EPS.get(session_type, EPS[onnx.TensorProto.FLOAT]))
+    mode = "explicit" if rtol is not None else "calibrated"
+    return _Plan(choice, inputs, pairs, mode, rtol, atol, DEFAULT_RTOL.get(float_type, 1e-5), eps, first.widen)
 
-    # A model onnxruntime cannot run is bad input; so is our own output, but that one is our bug.
-    candidate_error = QarepError if candidate_label == "the folded model" else InputModelError
-    reference = labelled_session(original, choice, "the original model", InputModelError)
-    tested = labelled_session(candidate, choice, candidate_label, candidate_error)
-    floors = []
-    if calibrate:
-        floors.append(optional_session(original, choice, optimize_graph=True))
-        if perturbed is not None:
-            floors.append(optional_session(perturbed, choice, optimize_graph=False))
-        floors = [s for s in floors if s is not None]
 
-    names = [o.name for o in reference.get_outputs()]
-    worst: dict[str, OutputComparison] = {}
-    unproven: list[str] = []
-    candidate_outputs = []  # per input set: what the candidate computed, for the reach check
-    mode = "explicit" if not calibrate else ("calibrated" if floors else "fixed")
-    fixed_rtol = DEFAULT_RTOL.get(float_type, 1e-5)
-    for input_set in input_sets:
-        expected = dict(zip(names, run_session(reference, names, input_set.feeds, "the original model", InputModelError)))
-        actual = dict(zip(names, run_session(tested, names, input_set.feeds, candidate_label, candidate_error)))
-        noise = _noise_runs(floors, names, input_set.feeds)
-        candidate_outputs.append(actual)
-        for name in names:
-            comparison = compare_output(name, expected[name], actual[name], [n[name] for n in noise], mode, rtol, fixed_rtol,
-                                  atol, eps, input_set.description)
-            if name not in worst or badness(comparison) > badness(worst[name]):
-                worst[name] = comparison  # the worst set; an empty output only when it is empty everywhere
-    outputs = tuple(worst[n] for n in names)
+def _run(plan: _Plan, first: Prepared, second: Prepared, ws: Workspace, folds: Sequence) -> ValidationResult:
+    names = list(plan.pairs)
+    _reference_phase(first.file, plan, names, ws)
+    floors: list[dict[str, list[float]]] = [{} for _ in range(len(plan.inputs))]
+    if plan.mode == "calibrated":
+        measured = [_floor_phase(first.file, True, plan, names, ws, floors),
+                    first.perturbed is not None and _floor_phase(first.perturbed, False, plan, names, ws, floors)]
+        if not any(measured):
+            plan.mode = "fixed"
+    worst, executed = _candidate_phase(second.file, plan, floors, ws, needs_profile(folds))
+    return _verdict(plan, [worst[n] for n in names], folds, executed)
+
+
+def _verdict(plan: _Plan, outputs: list[OutputComparison], folds: Sequence, executed: set[str]) -> ValidationResult:
+    notes, unproven = list(plan.notes), []
     empty = [o.name for o in outputs if o.empty]
-    notes = [f"output '{name}' is empty for every input set: it proves nothing" for name in empty]
+    notes += [f"output '{name}' is empty for every input set: it proves nothing" for name in empty]
+    notes += [f"output '{o.name}' holds no numbers: compared for equality" for o in outputs if o.by_equality]
     if empty and len(empty) == len(outputs):
         unproven.append("every output is empty for these inputs")
-    if folds and all(o.passed for o in outputs):
-        tolerances = {o.name: o.tolerance for o in outputs}
-        unproven += unreached_folds(candidate, folds, choice, input_sets, candidate_outputs, tolerances)
+    if needs_profile(folds) and all(o.passed for o in outputs):
+        unproven += unreached_folds(folds, executed, plan.choice.name)
     return ValidationResult(
-        outputs, choice.name, choice.note, rtol, atol, mode, FACTOR,
-        tuple(s.description for s in input_sets), tuple(unproven), fixed_rtol if mode == "fixed" else None, tuple(notes),
+        tuple(outputs), plan.choice.name, plan.choice.note, plan.rtol, plan.atol, plan.mode, FACTOR, plan.inputs.descriptions,
+        tuple(unproven), plan.fixed_rtol if plan.mode == "fixed" else None, tuple(notes),
     )
+
+
+def _feeds(input_set: InputSet, widen: bool) -> dict[str, np.ndarray]:
+    """The feeds, widened to float32 for the float32 copies of float16/float64 models (exact for float16;
+    float64 values round as the widened model's weights do)."""
+    if not widen:
+        return input_set.feeds
+    return {k: v.astype(np.float32) if v.dtype in (np.float16, np.float64) else v for k, v in input_set.feeds.items()}
+
+
+def _reference_phase(file: ModelFile, plan: _Plan, names: list[str], ws: Workspace) -> None:
+    """Run the original with every optimization off on each input set; its outputs wait on disk."""
+    s = open_session(file, plan.choice)
+    for k, input_set in enumerate(plan.inputs):
+        outputs = dict(zip(names, run_session(s, names, _feeds(input_set, plan.widen), file.label, file.error)))
+        ws.put(f"reference{k}", outputs)
+
+
+def _floor_phase(file: ModelFile, optimize_graph: bool, plan: _Plan, names: list[str], ws: Workspace,
+                 floors: list[dict[str, list[float]]]) -> bool:
+    """How far one measure of noise moves each output on each input set; False when onnxruntime cannot run it."""
+    try:
+        s = open_session(file, plan.choice, optimize_graph)
+    except QarepError:
+        return False  # onnxruntime cannot build this measure: the other one (or the fixed rtol) decides
+    for k, input_set in enumerate(plan.inputs):
+        try:
+            noisy = dict(zip(names, s.run(names, _feeds(input_set, plan.widen))))
+        except Exception:  # a perturbed constant that shapes something: this run measured nothing
+            continue
+        reference = ws.get(f"reference{k}")
+        for name in names:
+            a, n = as_numbers(reference[name]), as_numbers(noisy[name])
+            # A noise run whose output changed shape measured something else than noise: left out.
+            if a is not None and n is not None and a.shape == n.shape and same_shape(reference[name], noisy[name]):
+                floors[k].setdefault(name, []).append(floor_error(a, n))
+    return True
+
+
+def _candidate_phase(file: ModelFile, plan: _Plan, floors, ws: Workspace, profile: bool):
+    """Run the candidate on each input set and keep, per output, the comparison closest to failing."""
+    s = open_session(file, plan.choice, profile_prefix=str(ws.path / "profile") if profile else None)
+    names = list(plan.pairs)
+    theirs = [plan.pairs[n] for n in names]
+    worst: dict[str, OutputComparison] = {}
+    for k, input_set in enumerate(plan.inputs):
+        actual = dict(zip(names, run_session(s, theirs, _feeds(input_set, plan.widen), file.label, file.error)))
+        reference = ws.get(f"reference{k}")
+        for name in names:
+            comparison = _compare(plan, name, reference[name], actual[name], floors[k].get(name), input_set.description)
+            if name not in worst or comparison.badness > worst[name].badness:
+                worst[name] = comparison  # the worst set; an empty output only when it is empty everywhere
+    executed = executed_nodes(s.end_profiling()) if profile else set()
+    return worst, executed
+
+
+def _compare(plan: _Plan, name: str, expected, actual, measured: list[float] | None, sample: str) -> OutputComparison:
+    error, reference, size, by_equality = difference(expected, actual)
+    scale = max(1.0, reference)
+    floor = None
+    if plan.mode == "explicit":
+        tolerance = plan.atol + plan.rtol * scale
+    elif plan.mode == "calibrated" and measured and not by_equality:
+        # Never below one ulp of the output's own scale (not of 1: a small output gets a small floor).
+        floor = max(max(measured), plan.eps * reference)
+        tolerance = plan.atol + FACTOR * floor
+    else:
+        tolerance = plan.atol + plan.fixed_rtol * scale
+    return OutputComparison(name, error, reference, tolerance, floor, size == 0, sample, by_equality)
 
 
 def _check_arguments(samples: int, rtol: float | None, atol: float) -> None:
@@ -229,34 +305,3 @@ def _check_arguments(samples: int, rtol: float | None, atol: float) -> None:
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is not None and not (np.isfinite(value) and value >= 0):
             raise UsageError(f"{name} must be a finite number >= 0, not {value!r}")
-
-
-def _input_sets(model, inputs, samples, seed, input_shapes) -> list[InputSet]:
-    if not inputs:
-        return random_input_sets(model, samples, seed, input_shapes)
-    given = [i for i in inputs if isinstance(i, InputSet)]
-    paths = [i for i in inputs if not isinstance(i, InputSet)]
-    return given + load_input_sets(model, paths)
-
-
-def _widened(input_set: InputSet) -> InputSet:
-    """The same inputs for float32 copies of float16/float64 models (exact: float16 widens exactly;
-    float64 values round as the widened model's weights do)."""
-    feeds = {k: v.astype(np.float32) if v.dtype in (np.float16, np.float64) else v for k, v in input_set.feeds.items()}
-    return InputSet(feeds, input_set.description)
-
-
-def _noise_runs(sessions, names: list[str], feeds) -> list[dict]:
-    """Outputs of the noise-floor sessions; one that fails to run (a perturbed constant that shapes
-    something) is left out."""
-    runs = []
-    for s in sessions:
-        try:
-            runs.append(dict(zip(names, s.run(names, feeds))))
-        except Exception:  # onnxruntime's own error types
-            continue
-    return runs
-
-
-
-
