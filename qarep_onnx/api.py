@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any, NamedTuple, Sequence
@@ -15,7 +16,9 @@ from .fold.report import Report
 from .io import LoadedModel
 from .progress import step
 from .runtime.inputs import InputSet
+from .runtime.models import prepare_original
 from .runtime.providers import select_provider
+from .runtime.sessions import Workspace
 from .runtime.validation import validate_fold
 from .stats import model_stats, tensor_shapes
 
@@ -77,32 +80,32 @@ def optimize_loaded(
     inputs: Sequence[str | os.PathLike | InputSet] | None = None,
 ) -> OptimizeResult:
     """:func:`optimize` on a model already read; ``owned``: nobody else holds it, so it may be folded in place."""
-    if validate:
-        select_provider(provider)  # an unusable provider fails now, not after the fold (the probe is cached)
+    # An unusable provider fails now, not after the fold.
+    choice = select_provider(provider) if validate else None
     original = loaded.model
     shapes = tensor_shapes(original, input_shapes)
     stats_before = model_stats(original, shapes, input_shapes)
-    # Validation needs the original: from its file when there is one (onnxruntime reads it there), so the
-    # model loaded here can be folded in place; else from a copy kept in memory.
-    reread = validate and owned and loaded.path is not None
-    if (validate and not reread) or not owned:
-        working = onnx.ModelProto()
-        working.CopyFrom(original)
-    else:
-        working = original  # loaded here and needed by nobody else: fold it in place
-    with step("folding"):
-        report = fold_model(working, keep_post_bn=keep_post_bn, known_shapes=shapes)
-    log.info("folded %d blocks (%d regions), %d refusals", report.blocks_folded, report.regions_folded, len(report.refusals))
-    report.stats_before = stats_before
-    report.input_external_data = loaded.external_data
-    report.stats_after = model_stats(working, shapes, input_shapes)
-    if validate:
-        with step("validating"):
-            result = validate_fold(
-                loaded.path if reread else original, working, report.folds, provider=provider, seed=seed,
-                samples=samples, inputs=inputs, rtol=rtol, atol=atol, input_shapes=input_shapes,
-            )
-        report.validation = result
-        if not result.passed:
-            raise ValidationError(result.summary(), report)
+    with Workspace() if validate else contextlib.nullcontext() as workspace:
+        # The original goes to the validation's workspace before the fold, which may change it in place.
+        before = prepare_original(original, workspace, choice, rtol is None, seed) if validate else None
+        if owned:
+            working = original  # loaded here and needed by nobody else: fold it in place
+        else:
+            working = onnx.ModelProto()
+            working.CopyFrom(original)
+        with step("folding"):
+            report = fold_model(working, keep_post_bn=keep_post_bn, known_shapes=shapes)
+        log.info("folded %d blocks (%d regions), %d refusals", report.blocks_folded, report.regions_folded,
+                 len(report.refusals))
+        report.stats_before = stats_before
+        report.input_external_data = loaded.external_data
+        report.stats_after = model_stats(working, shapes, input_shapes)
+        if validate:
+            with step("validating"):
+                report.validation = validate_fold(
+                    before, working, report.folds, workspace, provider=provider, seed=seed, samples=samples,
+                    inputs=inputs, rtol=rtol, atol=atol, input_shapes=input_shapes,
+                )
+            if not report.validation.passed:
+                raise ValidationError(report.validation.summary(), report)
     return OptimizeResult(working, report)

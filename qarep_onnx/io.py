@@ -13,13 +13,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import InputModelError, OutputPathError
-from .graph.walk import model_tensors
+from .graph.walk import model_tensors, scopes
 from .paths import OutputPath, check_outputs, resolve_output
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -156,31 +156,66 @@ def _temporary(folder: Path, name: str, label: Path) -> tuple[int, str]:
         raise OutputPathError(f"{label}: cannot write in {folder} ({exc.strerror or exc})") from exc
 
 
-def _externalize(model: onnx.ModelProto, data_file, location: str) -> list[tuple[onnx.TensorProto, int, int, bool]]:
-    """Move large raw initializers into ``data_file``, one at a time.
+def _externalize(model: onnx.ModelProto, data_file, location: str, streamed: bool, transform=None):
+    """Write large raw tensors to ``data_file``, one at a time.
 
-    Returns (tensor, offset, length, had data_location) for each, to put them back afterwards.
+    The main graph's initializers are left untouched when the model is ``streamed``: each gets a stub
+    (its fields without the data, pointing into the data file) that the writer puts in its place.
+    Other tensors (in bodies, or all of them for a model written whole) are moved out and recorded as
+    (tensor, offset, length, had data_location), to put them back afterwards.  ``transform(tensor)``
+    gives new raw bytes for a main-graph initializer (None: as it is).
     """
+    stubs: dict[int, onnx.TensorProto] = {}
     moved = []
     offset = 0
-    for tensor in model_tensors(model, initializers_only=True):
-        if not tensor.HasField("raw_data"):
+    if not streamed and transform is not None:
+        for tensor in model.graph.initializer:
+            _replace_data(tensor, transform(tensor))
+    main = [] if not streamed else list(model.graph.initializer)
+    for k, tensor in enumerate(main):
+        new = transform(tensor) if transform is not None else None
+        data = new if new is not None else (tensor.raw_data if tensor.HasField("raw_data") else b"")  # read once
+        if len(data) >= EXTERNAL_THRESHOLD:
+            offset = _append(data_file, data, offset)
+            stubs[k] = _external(_shell(tensor, lambda n: n not in _DATA_FIELDS), location, offset - len(data), len(data))
+        elif new is not None:
+            stubs[k] = _shell(tensor, lambda n: n not in _DATA_FIELDS)
+            stubs[k].raw_data = new
+    for scope in scopes(model):
+        if streamed and scope.graph is model.graph:
             continue
-        data = tensor.raw_data  # a copy: read the field once
-        if len(data) < EXTERNAL_THRESHOLD:
-            continue
-        padding = -offset % 4096  # page-aligned, so readers can map it
-        data_file.write(b"\0" * padding)
-        offset += padding
-        data_file.write(data)
-        moved.append((tensor, offset, len(data), tensor.HasField("data_location")))
-        tensor.ClearField("raw_data")
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
-        offset += len(data)
-    return moved
+        for tensor in scope.initializers:
+            data = tensor.raw_data if tensor.HasField("raw_data") else b""
+            if len(data) < EXTERNAL_THRESHOLD:
+                continue
+            offset = _append(data_file, data, offset)
+            moved.append((tensor, offset - len(data), len(data), tensor.HasField("data_location")))
+            tensor.ClearField("raw_data")
+            _external(tensor, location, offset - len(data), len(data))
+    return stubs, moved
+
+
+def _replace_data(tensor: onnx.TensorProto, data: bytes | None) -> None:
+    if data is not None:
+        for name in _DATA_FIELD_NAMES:
+            tensor.ClearField(name)
+        tensor.raw_data = data
+
+
+def _append(data_file, data: bytes, offset: int) -> int:
+    """Write ``data`` page-aligned (so readers can map it) at ``offset`` or after; returns the offset after it."""
+    padding = -offset % 4096
+    data_file.write(b"\0" * padding)
+    data_file.write(data)
+    return offset + padding + len(data)
+
+
+def _external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
 
 
 def _restore(moved: list[tuple[onnx.TensorProto, int, int, bool]], data_path: str | None) -> None:
@@ -224,6 +259,8 @@ def _shell(message, keep):
 
 _GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
 _INITIALIZER_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+_DATA_FIELD_NAMES = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+_DATA_FIELDS = {onnx.TensorProto.DESCRIPTOR.fields_by_name[name].number for name in _DATA_FIELD_NAMES}
 
 
 class _Serialized:
@@ -234,13 +271,19 @@ class _Serialized:
     initializer.  A message with unknown fields is serialized whole, to keep those fields.
     """
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    @staticmethod
+    def streamable(model: onnx.ModelProto) -> bool:
+        """Whether the model can be written piece by piece (no unknown fields to keep)."""
         from google.protobuf.unknown_fields import UnknownFieldSet
 
+        return model.HasField("graph") and not len(UnknownFieldSet(model)) and not len(UnknownFieldSet(model.graph))
+
+    def __init__(self, model: onnx.ModelProto, stubs: dict[int, onnx.TensorProto] | None = None) -> None:
         self.model = model
+        self.stubs = stubs or {}
         graph = model.graph
         self.whole = None
-        if len(UnknownFieldSet(model)) or len(UnknownFieldSet(graph)) or not model.HasField("graph"):
+        if not self.streamable(model):
             try:
                 self.whole = model.SerializeToString()
             except ValueError as exc:  # protobuf refuses messages over 2 GB
@@ -252,7 +295,7 @@ class _Serialized:
         self.graph_head = _shell(graph, lambda n: n < _INITIALIZER_FIELD)
         self.graph_tail = _shell(graph, lambda n: n > _INITIALIZER_FIELD)
         self.tag = _varint(_INITIALIZER_FIELD << 3 | 2)
-        self.sizes = [t.ByteSize() for t in graph.initializer]
+        self.sizes = [self.stubs.get(k, t).ByteSize() for k, t in enumerate(graph.initializer)]
         self.graph_size = (
             self.graph_head.ByteSize()
             + self.graph_tail.ByteSize()
@@ -268,9 +311,9 @@ class _Serialized:
         f.write(self.head.SerializeToString())
         f.write(self.graph_key)
         f.write(self.graph_head.SerializeToString())
-        for tensor, size in zip(self.model.graph.initializer, self.sizes):
+        for k, (tensor, size) in enumerate(zip(self.model.graph.initializer, self.sizes)):
             f.write(self.tag + _varint(size))
-            f.write(tensor.SerializeToString())
+            f.write(self.stubs.get(k, tensor).SerializeToString())
         f.write(self.graph_tail.SerializeToString())
         f.write(self.tail.SerializeToString())
 
@@ -285,15 +328,18 @@ def save_model(
     external_data: bool | str | None = None,
     keep_model: bool = True,
     protected: Sequence[tuple[str, Path]] = (),
+    transform: Callable[[onnx.TensorProto], bytes | None] | None = None,
 ) -> Path | None:
     """Write ``model`` to ``path`` atomically; returns the external data file written, if any.
 
     ``external_data``: ``None`` writes one file unless the model passes 2 GB; ``True`` writes weights
     to ``<OUT name>.data`` beside OUT; a string names that file (relative to OUT's folder).  The
-    model object is left as it was, unless ``keep_model=False``: a caller that drops the model after
-    saving it lets weights moved to external data stay out of memory instead of being read back.
-    ``protected`` are (role, path) pairs no file written may replace (the input model and its data
-    files).  A symbolic link at ``path`` is written through: its target gets the model.
+    main graph's weights are written from where they are, without touching the model; weights in
+    bodies and functions are moved out while writing and, unless ``keep_model=False`` (a caller that
+    drops the model), read back.  With external data, ``transform(tensor)`` may give new raw bytes for a
+    main-graph initializer, written instead of its own.  ``protected`` are (role, path) pairs no file written may replace
+    (the input model and its data files).  A symbolic link at ``path`` is written through: its
+    target gets the model.
     """
     out = resolve_output(path, "the output model")
     p, folder = out.target, out.target.parent
@@ -307,7 +353,7 @@ def save_model(
     data = resolve_output(folder / location, "the external data file", make_folders=True)
     check_outputs([out, data], list(protected))
     try:
-        return _write(model, p, folder, location, keep_model)
+        return _write(model, p, folder, location, keep_model, transform)
     except _TooLarge as exc:
         raise OutputPathError(f"{p}: the model is too large to write even with external data ({exc})") from exc
 
@@ -342,19 +388,20 @@ def write_text(path: str | os.PathLike, text: str, role: str = "the report") -> 
             os.unlink(tmp)
 
 
-def _write(model: onnx.ModelProto, p: Path, folder: Path, location: str | None, keep_model: bool) -> Path | None:
+def _write(model: onnx.ModelProto, p: Path, folder: Path, location: str | None, keep_model: bool,
+           transform=None) -> Path | None:
     data_path = (folder / location).resolve() if location is not None else None
     temporaries = []
     try:
-        moved = []
+        stubs, moved = {}, []
         if data_path is not None:
             data_path.parent.mkdir(parents=True, exist_ok=True)
             data_fd, data_tmp = _temporary(data_path.parent, data_path.name, p)
             temporaries.append(data_tmp)
             with os.fdopen(data_fd, "wb") as f:
-                moved = _externalize(model, f, location)
+                stubs, moved = _externalize(model, f, location, _Serialized.streamable(model), transform)
         try:
-            serialized = _Serialized(model)
+            serialized = _Serialized(model, stubs)
             if serialized.size > PROTOBUF_LIMIT:
                 raise _TooLarge(f"{serialized.size} bytes, over protobuf's 2 GB limit")
             model_fd, model_tmp = _temporary(folder, p.name, p)

@@ -9,6 +9,12 @@ float64 Conv) and holds the constants of the calibrated tolerance.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -80,40 +86,114 @@ def _weight_names(nodes) -> set[str]:
     return names
 
 
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+
+
+_CHUNK = 1 << 20
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="qarep-onnx-ulp")
+
+
+def _step(values: np.ndarray, toward: np.ndarray) -> None:
+    """``toward`` (+inf or -inf per element) becomes ``values`` moved one ulp that way; what would stop
+    being finite, and what was not, stays as it was."""
+    with np.errstate(all="ignore"):
+        np.nextafter(values, toward, out=toward)
+    stuck = ~np.isfinite(toward)
+    if stuck.any():
+        toward[stuck] = values[stuck]
+
+
+class OneUlp:
+    """Moves float weights one ulp up or down, at random (seeded), tensor by tensor in the order asked.
+
+    Only finite values move: a -inf mask stays -inf (one ulp would make it the largest finite number),
+    and the largest finite value does not become an infinity.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def moved(self, tensor: onnx.TensorProto) -> np.ndarray | None:
+        """The tensor's values moved, or None for a tensor that is not float or has no element."""
+        if tensor.data_type not in _FLOATS:
+            return None
+        values = tensor_values(tensor).reshape(-1)
+        if not values.size:
+            return None
+        bits = self.rng.integers(0, 256, (values.size + 7) // 8, dtype=np.uint8)
+        up = np.unpackbits(bits, count=values.size).view(bool)
+        moved = np.full(values.shape, -np.inf, values.dtype)
+        np.copyto(moved, np.asarray(np.inf, values.dtype), where=up)
+        # numpy lets go of the GIL in these loops: large tensors move in chunks on every core.
+        if values.size <= _CHUNK:
+            _step(values, moved)
+        else:
+            chunks = [slice(k, k + _CHUNK) for k in range(0, values.size, _CHUNK)]
+            list(_pool().map(lambda chunk: _step(values[chunk], moved[chunk]), chunks))
+        return moved.reshape(tuple(tensor.dims))
+
+    def raw(self, tensor: onnx.TensorProto) -> bytes | None:
+        """The moved values as the little-endian bytes a tensor stores."""
+        moved = self.moved(tensor)
+        return None if moved is None else moved.astype(moved.dtype.newbyteorder("<")).tobytes()
+
+
+def weight_tensors(scope, main_initializers: bool = True) -> list[onnx.TensorProto]:
+    """The tensors of one graph or body that hold weights: initializers its nodes read as weights (unless
+    told not to) and the values of its Constant nodes read as weights."""
+    weights = _weight_names(scope.nodes)
+    tensors = [t for t in scope.initializers if t.name in weights] if main_initializers else []
+    for node in scope.nodes:
+        if node.op_type == "Constant" and node.output and node.output[0] in weights:
+            tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
+    return tensors
+
+
+def main_graph_weights(model: onnx.ModelProto) -> set[str]:
+    """The main graph's initializers read as weights."""
+    weights = _weight_names(model.graph.node)
+    return {t.name for t in model.graph.initializer if t.name in weights}
+
+
+@contextlib.contextmanager
+def moved_in_place(model: onnx.ModelProto, ulp: OneUlp, main_initializers: bool) -> Iterator[bool]:
+    """Within the block, the model's weights moved in place (not the main graph's initializers unless
+    told); after it, as they were.  Yields whether any moved."""
+    tensors = [t for scope in scopes(model)
+               for t in weight_tensors(scope, main_initializers or scope.graph is not model.graph)]
+    saved = []
+    try:
+        for tensor in tensors:
+            moved = ulp.moved(tensor)
+            if moved is not None:
+                kept = onnx.TensorProto()
+                kept.CopyFrom(tensor)
+                saved.append((tensor, kept))
+                tensor.CopyFrom(numpy_helper.from_array(moved, tensor.name))
+        yield bool(saved)
+    finally:
+        for tensor, kept in saved:
+            tensor.CopyFrom(kept)
+
+
 def perturbed_by_one_ulp(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto | None:
     """A copy with every float weight moved one ulp up or down at random, or None if it has none."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    return copy if perturb_by_one_ulp(copy, seed) else None
+    return copy if perturb_by_one_ulp(copy, OneUlp(seed)) else None
 
 
-def perturb_by_one_ulp(model: onnx.ModelProto, seed: int = 0) -> bool:
-    """Move every finite float weight of ``model`` one ulp up or down at random, in place; False if it has none."""
-    rng = np.random.default_rng(seed)
+def perturb_by_one_ulp(model: onnx.ModelProto, ulp: OneUlp, main_initializers: bool = True) -> bool:
+    """Move the float weights of ``model`` in place (not the main graph's initializers when told); False if none moved."""
     changed = False
     for scope in scopes(model):
-        weights = _weight_names(scope.nodes)
-        tensors = [t for t in scope.initializers if t.name in weights]
-        for node in scope.nodes:
-            if node.op_type == "Constant" and node.output and node.output[0] in weights:
-                tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
-        for t in tensors:
-            changed |= _move_one_ulp(t, rng)
+        for tensor in weight_tensors(scope, main_initializers or scope.graph is not model.graph):
+            moved = ulp.moved(tensor)
+            if moved is not None:
+                tensor.CopyFrom(numpy_helper.from_array(moved, tensor.name))
+                changed = True
     return changed
-
-
-def _move_one_ulp(t: onnx.TensorProto, rng: np.random.Generator) -> bool:
-    if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
-        return False
-    values = tensor_values(t)
-    if not values.size:
-        return False
-    direction = np.where(rng.integers(0, 2, values.shape).astype(bool), np.inf, -np.inf).astype(values.dtype)
-    with np.errstate(all="ignore"):
-        moved = np.nextafter(values, direction)
-    # Only finite weights move: a -inf mask stays -inf (nextafter would make it the largest finite number).
-    moved = np.where(np.isfinite(values) & np.isfinite(moved), moved, values)
-    t.CopyFrom(numpy_helper.from_array(moved.astype(values.dtype), t.name))
-    return True
-
-

@@ -11,6 +11,9 @@ not grow with the number of input sets.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import gc
 import pickle
 import tempfile
 from dataclasses import dataclass
@@ -94,6 +97,26 @@ def run_session(s, names: list[str], feeds: dict[str, np.ndarray], label: str = 
         raise error(f"onnxruntime failed to run {label}: {first_line(exc)}") from exc
 
 
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: memory goes back to the system on its allocator's own terms
+        return None
+
+
+def release_memory() -> None:
+    """Hand memory freed by a closed session back to the system before the next one opens.
+
+    glibc keeps freed heap for reuse; without this, each session's peak would stack on what the one
+    before it left, and a validation would need the memory of all its sessions at once.
+    """
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 class Workspace(contextlib.AbstractContextManager):
     """A temporary folder for one validation: model files for onnxruntime, and spilled outputs."""
 
@@ -105,13 +128,13 @@ class Workspace(contextlib.AbstractContextManager):
         self._folder.cleanup()
 
     def model_file(self, model: onnx.ModelProto, name: str, label: str, error: type[QarepError] = QarepError,
-                   keep_model: bool = True) -> ModelFile:
-        """``model`` written here, its weights in an external data file; ``keep_model=False`` lets the
-        written weights leave memory (the caller drops the model)."""
+                   keep_model: bool = True, transform=None) -> ModelFile:
+        """``model`` written here, its weights in an external data file (``transform``: see
+        :func:`~qarep_onnx.io.save_model`); ``keep_model=False`` when the caller drops the model."""
         from ..io import save_model
 
         path = self.path / f"{name}.onnx"
-        save_model(model, path, external_data=True, keep_model=keep_model)
+        save_model(model, path, external_data=True, keep_model=keep_model, transform=transform)
         return ModelFile(path, label, error)
 
     def put(self, key: str, outputs: dict) -> None:

@@ -27,6 +27,7 @@ float32 copies of both graphs; on CUDA they run as they are.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -43,7 +44,7 @@ from .noise import DEFAULT_RTOL, EPS, FACTOR
 from .pairing import pair_outputs
 from .providers import ProviderChoice, select_provider
 from .reach import executed_nodes, needs_profile, unreached_folds
-from .sessions import ModelFile, Workspace, open_session, run_session
+from .sessions import ModelFile, Workspace, open_session, release_memory, run_session
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,12 @@ def validate(
                      samples=samples, inputs=inputs, rtol=rtol, atol=atol, input_shapes=input_shapes, output_map=output_map)
 
 
-def validate_fold(original: Model, folded: onnx.ModelProto, folds: Sequence, **options) -> ValidationResult:
+def validate_fold(original: Prepared, folded: onnx.ModelProto, folds: Sequence, workspace: Workspace,
+                  **options) -> ValidationResult:
     """:func:`validate` of the fold's own output: onnxruntime failing on it is the tool's error, not the
-    user's, and ``folds`` (the report's) let the check prove that the inputs reached every fold."""
-    return _validate(original, folded, "the folded model", QarepError, tuple(folds), **options)
+    user's, and ``folds`` (the report's) let the check prove that the inputs reached every fold.
+    ``original`` is what :func:`~.models.prepare_original` made of it in ``workspace`` before the fold."""
+    return _validate(original, folded, "the folded model", QarepError, tuple(folds), workspace=workspace, **options)
 
 
 @dataclass
@@ -181,11 +184,11 @@ class _Plan:
 
 
 def _validate(original, candidate, label, error, folds, *, provider="auto", seed=0, samples=1, inputs=None, rtol=None,
-              atol=0.0, input_shapes=None, output_map=None) -> ValidationResult:
+              atol=0.0, input_shapes=None, output_map=None, workspace: Workspace | None = None) -> ValidationResult:
     _check_arguments(samples, rtol, atol)
     choice = select_provider(provider)
-    with Workspace() as ws:
-        first = prepare_original(original, ws, choice, calibrate=rtol is None, seed=seed)
+    with contextlib.nullcontext(workspace) if workspace is not None else Workspace() as ws:
+        first = original if isinstance(original, Prepared) else prepare_original(original, ws, choice, rtol is None, seed)
         second = prepare_candidate(candidate, ws, first.widen, label, error)
         check_same_specs(first.inputs, second.inputs, ("the original", label))
         pairs, pairing_note = pair_outputs(first.outputs, second.outputs, output_map, label)
@@ -205,13 +208,18 @@ def _plan(first: Prepared, choice, inputs: InputPlan, pairs, rtol, atol) -> _Pla
 def _run(plan: _Plan, first: Prepared, second: Prepared, ws: Workspace, folds: Sequence) -> ValidationResult:
     names = list(plan.pairs)
     _reference_phase(first.file, plan, names, ws)
+    release_memory()
     floors: list[dict[str, list[float]]] = [{} for _ in range(len(plan.inputs))]
     if plan.mode == "calibrated":
-        measured = [_floor_phase(first.file, True, plan, names, ws, floors),
-                    first.perturbed is not None and _floor_phase(first.perturbed, False, plan, names, ws, floors)]
-        if not any(measured):
+        measured = _floor_phase(first.file, True, plan, names, ws, floors)
+        release_memory()
+        if first.perturbed is not None:
+            measured |= _floor_phase(first.perturbed, False, plan, names, ws, floors)
+            release_memory()
+        if not measured:
             plan.mode = "fixed"
     worst, executed = _candidate_phase(second.file, plan, floors, ws, needs_profile(folds))
+    release_memory()
     return _verdict(plan, [worst[n] for n in names], folds, executed)
 
 
