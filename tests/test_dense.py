@@ -2,10 +2,14 @@
 
 import numpy as np
 import pytest
+from helpers.bodies import in_function, in_if, in_loop
 from helpers.builders import GraphBuilder
-from helpers.checks import count
+from helpers.checks import assert_same_function, count
 from helpers.linear import batch_norm_1d, codes, folded, gemm
 from onnx import TensorProto
+
+import qarep_onnx
+from qarep_onnx.graph.walk import all_nodes
 
 F = TensorProto.FLOAT
 
@@ -102,3 +106,20 @@ def test_a_constant_multiplied_from_the_left_is_no_leaf():
     model = b.model([b.op("Mul", [y, b.const(b.rng.uniform(0.5, 1.5, (4,)), "s")])])
     optimized, report = folded(model)
     assert report.regions_folded == 0 and count(optimized, "Mul") == 1
+
+
+@pytest.mark.parametrize("where", ["function", "loop", "if"])
+def test_a_batch_norm_after_a_token_matmul_of_unknown_rank_is_refused(where):
+    b = GraphBuilder(seed=61)
+    x = b.input([2, 3, 3])  # as many tokens as features: a BatchNorm of the tokens looks like one of the features
+    y = b.batch_norm(b.op("MatMul", [x, b.const(b.rng.standard_normal((3, 3)) * 0.4, "w")]), 3)
+    model = {"function": in_function, "loop": in_loop, "if": in_if}[where](b.model([b.op("Mul", [y, b.const(2.0, "two")])]))
+    optimized, report = qarep_onnx.optimize(model)
+    assert count_all(optimized, "BatchNormalization") == count_all(model, "BatchNormalization")
+    assert any(r.code == "NOT_PER_CHANNEL" and "rank is not known" in r.message for r in report.refusals)
+    assert_same_function(model, optimized)
+
+
+def count_all(model, op_type):
+    """Nodes of ``op_type`` in every graph, body and function."""
+    return sum(n.op_type == op_type for n in all_nodes(model))

@@ -2,7 +2,6 @@
 behind them, and the leaf that reads them takes it over (tf2onnx's Keras Dense head reads a BatchNorm through
 ``Reshape [N,C,1,1] -> [N,C]``)."""
 
-import numpy as np
 import onnx
 import pytest
 from helpers.builders import GraphBuilder

@@ -166,6 +166,10 @@ class RegionFinder:
                     raise malformed(self.index.nodes[i],
                                     f"combines a float tensor with the {type_name(constant.elem_type)} constant '{constant.name}'")
                 found, count = step.axis(constant, x.rank)
+                if isinstance(found, int) and axis is None and x.geometry.kind is not None:
+                    found = Reason(Code.NOT_PER_CHANNEL,
+                                   f"{step.acts} axis {found} of a tensor whose rank is not known (ranks are not declared "
+                                   "inside functions and bodies), so whether that axis holds its channels cannot be told")
                 if x.op is None and axis is None and isinstance(found, int):
                     # X itself: its channels are on the axis the constant picks
                     channels = self.index.dim(x.source, found)
