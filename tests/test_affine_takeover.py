@@ -1,10 +1,13 @@
 """A per-channel affine in front of a leaf, taken over where exact and refused with its reason where not."""
 
+import numpy as np
 import pytest
 from helpers.builders import GraphBuilder
-from helpers.checks import count
+from helpers.checks import assert_same_function, count
 from helpers.linear import batch_norm_1d, codes, folded, gemm
-from onnx import TensorProto
+from onnx import TensorProto, helper
+
+import qarep_onnx
 
 F = TensorProto.FLOAT
 
@@ -59,3 +62,40 @@ def test_an_affine_before_a_conv_transpose_folds_only_where_exact(kernel, stride
     optimized, report = folded(model)
     assert (count(optimized, "BatchNormalization") == 0) == folds
     assert ("PADDED_INPUT_SHIFT" in codes(report)) == (not folds)
+
+
+def _learnable_affine(b, x, channels):
+    """PP-LCNet's learnable affine after its activation: HardSwish, then one scalar Mul and one scalar Add."""
+    act = b.op("HardSwish", [x])
+    return b.op("Add", [b.op("Mul", [act, b.const(np.array(1.3), "a")]), b.const(np.array(0.2), "b")])
+
+
+def test_a_scalar_affine_after_an_activation_folds_into_an_unpadded_conv():
+    b = GraphBuilder(seed=71)
+    x = b.input([1, 8, 6, 6])
+    model = b.model([b.conv(_learnable_affine(b, x, 8), 8, 16, 1, pad=0)])
+    optimized, report = folded(model)
+    assert [n.op_type for n in optimized.graph.node] == ["HardSwish", "Conv"] and not report.refusals
+
+
+def test_a_scalar_affine_with_a_shift_before_a_padded_depthwise_conv_is_refused_with_its_reason():
+    b = GraphBuilder(seed=72)
+    x = b.input([1, 8, 6, 6])
+    model = b.model([b.conv(_learnable_affine(b, x, 8), 8, 8, 3, groups=8)])
+    optimized, report = folded(model)
+    assert count(optimized, "Mul") == 1 and count(optimized, "Add") == 1
+    assert codes(report) == {"PADDED_INPUT_SHIFT"}
+
+
+def test_an_affine_that_may_broadcast_its_input_is_not_taken_over():
+    """x [1, c, 6, 6] * t[1, 4, 1, 1] -> Conv: with c = 1 the Mul makes four channels of one; the Conv alone
+    would read one.  Only a known channel count lets the Conv take the scale over."""
+    b = GraphBuilder(seed=73)
+    b.inputs.append(helper.make_tensor_value_info("x", F, [1, "c", 6, 6]))
+    scaled = b.op("Mul", [b.op("Abs", ["x"]), b.const(b.rng.uniform(0.5, 2, (1, 4, 1, 1)), "t")])
+    model = b.model([b.conv(scaled, 4, 8, 1, pad=0)])
+    optimized, report = qarep_onnx.optimize(model)
+    assert count(optimized, "Mul") == 1 and codes(report) == {"NOT_PER_CHANNEL"}
+    assert_same_function(model, optimized, shapes={"x": (1, 1, 6, 6)})
+    shaped, _ = qarep_onnx.optimize(model, input_shapes={"x": (1, 4, 6, 6)})
+    assert count(shaped, "Mul") == 0

@@ -375,6 +375,20 @@ def test_a_resnet_residual_is_not_reported_as_a_refusal():
     assert_same_function(model, optimized)
 
 
+def test_a_sum_whose_term_is_non_linear_in_the_input_is_where_blocks_end_not_a_refusal():
+    """y = conv(x) + conv(Relu(conv(d))) with d = BN(conv(x)) read twice: the second term is no linear
+    function of x, so what d's other reader does is no reason the Add did not fold (tf2onnx's RepViT)."""
+    b = GraphBuilder(seed=35)
+    x = b.input([1, 8, 8, 8])
+    d = b.batch_norm(b.conv(x, 8, 8, 3, groups=8, bias=False), 8)
+    second = b.conv(b.op("Relu", [b.conv(d, 8, 16, 1, pad=0)]), 16, 8, 1, pad=0)
+    model = b.model([b.op("Add", [b.conv(x, 8, 8, 1, pad=0), second]), b.op("Sigmoid", [d])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.refusals == [], [r.message for r in report.refusals]
+    assert report.regions_folded == 1 and count(optimized, "BatchNormalization") == 0
+    assert_same_function(model, optimized)
+
+
 @pytest.mark.parametrize("folded_before", [True, False])
 def test_a_stop_says_whether_the_block_before_it_was_folded(folded_before):
     b = GraphBuilder(seed=32)

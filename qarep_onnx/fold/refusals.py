@@ -104,7 +104,8 @@ class Refusals:
         A non-linear operator (a Relu, or a product of two tensors such as GELU's) is reported only
         when its own output is summed as a term (``Relu(x)`` as the identity term, a branch scaled
         by a graph input): where a Conv reads it, as in a ResNet residual or a transformer's MLP,
-        the branch is a deeper non-linear network and the block simply ends there.
+        the branch is a deeper non-linear network and the block simply ends there.  The walk never
+        goes past one: what lies behind it is not inside any block.
         """
         index = self.index
         queue = deque([(start, consumer, 0)])
@@ -122,13 +123,14 @@ class Refusals:
             if producer is None or depth >= _EXPLAIN_DEPTH:
                 continue
             inputs = [t for t in index.nodes[producer].input if t and index.constant(t) is None]
-            if any(t in targets or (t in self.forms and self.forms[t].source in targets) for t in inputs):
-                reason = self._breaking(producer)
-                if isinstance(reason, Reason):
-                    if reason.code in (Code.ENDS_BLOCK, Code.NOT_LINEAR) and (depth > 0 or start_has_leaf):
-                        continue  # a deeper non-linear branch: not a block, nothing to report
-                    code = Code.BLOCKING_OP if reason.code == Code.ENDS_BLOCK else reason.code
-                    return code, reason.message, producer
+            connected = any(t in targets or (t in self.forms and self.forms[t].source in targets) for t in inputs)
+            reason = self._breaking(producer)
+            nonlinear = isinstance(reason, Reason) and reason.code in (Code.ENDS_BLOCK, Code.NOT_LINEAR)
+            if isinstance(reason, Reason) and connected and not (nonlinear and (depth > 0 or start_has_leaf)):
+                code = Code.BLOCKING_OP if reason.code == Code.ENDS_BLOCK else reason.code
+                return code, reason.message, producer
+            if nonlinear:
+                continue  # a non-linear branch: nothing behind it is inside a block, nothing to report
             for t in inputs:
                 if t not in seen:
                     seen.add(t)

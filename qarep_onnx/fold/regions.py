@@ -274,6 +274,11 @@ class RegionFinder:
         channels = affine.geometry.out_channels
         if channels is not None and geometry.in_channels is not None and channels != geometry.in_channels:
             return False
+        if affine.axis is not None and self._channels_of(affine.source, affine.axis) != channels:
+            self.refusals.refuse(i, Code.NOT_PER_CHANNEL, f"reads '{affine.output}', an affine of '{affine.source}', whose "
+                                 f"channel count is not known to be its constants' {channels}: they could broadcast it to "
+                                 "more channels, so the affine stays a node (give the input's shape)")
+            return False
         if kind.shift_reaches_every_output(geometry):
             return True
         shift = _has_shift(affine, geometry)
@@ -288,14 +293,23 @@ class RegionFinder:
             return False
         return True
 
+    def _channels_of(self, tensor: str, axis: int) -> int | None:
+        """The size of ``tensor`` on ``axis`` when declared (on axis 1, also when a Conv reading it implies it)."""
+        return self.index.channels(tensor) if axis == 1 else self.index.dim(tensor, axis)
+
     def _ends_an_activation(self, affine: Form) -> bool:
-        """A scalar factor right after a non-linear operator: the tail of an activation (GELU's ``* 0.5``).
+        """A scalar factor right after a product of two tensors: the tail of an activation (GELU's ``* 0.5``).
 
         Folding it into the next layer saves one Mul but breaks the pattern onnxruntime fuses into
         one Gelu kernel, which measured 1.3x slower on the GELU networks of the fixtures; it stays.
+        A scalar affine after any other activation (PP-LCNet's learnable ``x * a + b`` after its
+        HardSwish) is a per-channel affine like any other.
         """
         producer = self.index.producer.get(affine.source)
-        return producer is not None and isinstance(self.described(producer), Reason)
+        if producer is None or affine.has_bias:
+            return False
+        described = self.described(producer)
+        return isinstance(described, Reason) and described.code == Code.NOT_LINEAR
 
     def _zero_pad(self, producer: int, geometry: Geometry) -> Geometry | None:
         """``geometry`` with the zero Pad ``producer`` taken over as its padding, or None (and why, for reports)."""

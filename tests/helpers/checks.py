@@ -6,9 +6,10 @@ import sys
 from qarep_onnx.runtime.validation import validate
 
 
-def assert_same_function(original, optimized, rtol=None):
-    """The optimized model matches the original run with ORT_DISABLE_ALL, within the dtype's tolerance."""
-    result = validate(original, optimized, rtol=rtol, provider="cpu")
+def assert_same_function(original, optimized, rtol=None, shapes=None):
+    """The optimized model matches the original run with ORT_DISABLE_ALL, within the dtype's tolerance
+    (``shapes``: sizes for symbolic input dimensions)."""
+    result = validate(original, optimized, rtol=rtol, provider="cpu", input_shapes=shapes)
     worst = result.worst
     assert result.passed, f"output {worst.name}: max|a-b| {worst.max_abs_error:.3g} > {worst.tolerance:.3g}"
     return result
