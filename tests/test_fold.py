@@ -7,6 +7,7 @@ import onnx
 import pytest
 from helpers.builders import BlockSpec, GraphBuilder, qarep_block, qarep_model
 from helpers.checks import assert_same_function, count
+from onnx import TensorProto, helper
 
 import qarep_onnx
 
@@ -418,3 +419,34 @@ def test_a_conv_that_cannot_start_a_region_says_why_when_a_linear_op_follows():
     optimized, report = qarep_onnx.optimize(model)
     assert report.regions_folded == 0 and [r.code for r in report.refusals] == ["AUTO_PAD"]
     assert "not folded with the linear operators that follow it" in report.refusals[0].message
+
+
+# -- average pools: what a merge may cost, and channels the pool does not know --------------------------------
+
+
+def test_a_huge_average_pool_branch_is_not_materialized_as_a_huge_kernel():
+    """A depthwise 3x3 plus an AveragePool of 257x257: merging them would write a 257x257 depthwise kernel,
+    a thousand times the weights they replace; it is refused (COST) and the model stays as small as it was."""
+    b = GraphBuilder(seed=91)
+    x = b.input([1, 16, 8, 8])
+    pool = b.op("AveragePool", [x], kernel_shape=[257, 257], pads=[128] * 4, count_include_pad=1)
+    model = b.model([b.op("Relu", [b.op("Add", [b.conv(x, 16, 16, 3, groups=16), pool])])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert "COST" in _refusal_codes(report) and count(optimized, "AveragePool") == 1
+    assert optimized.ByteSize() <= model.ByteSize() * 2
+
+
+def test_an_average_pool_of_unknown_channels_merges_in_the_first_run():
+    """x [1, c, 8, 8] read by a Pad (that the Conv takes as its padding) and an AveragePool: no Conv reads x,
+    so the pool's channels are unknown until the branches are summed; one run must reach the fixed point."""
+    b = GraphBuilder(seed=92)
+    b.inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "c", 8, 8]))
+    conv = b.conv(b.op("Pad", ["x", b.ints([0, 0, 1, 1, 0, 0, 1, 1], "pads")]), 4, 4, 3, groups=4, pad=0)
+    pool = b.op("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1] * 4, count_include_pad=1)
+    model = b.model([b.op("Relu", [b.op("Add", [conv, pool])])])
+    optimized, report = qarep_onnx.optimize(model)
+    assert report.blocks_folded == 1
+    assert [n.op_type for n in optimized.graph.node] == ["Conv", "Relu"]
+    again, second = qarep_onnx.optimize(optimized)
+    assert second.regions_folded == 0
+    assert_same_function(model, optimized, shapes={"x": (1, 4, 8, 8)})

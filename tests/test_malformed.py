@@ -4,12 +4,13 @@ exit 2 (or the documented code) and one line, never exit 70 and never a tracebac
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 from helpers.builders import BlockSpec, GraphBuilder, qarep_model
 from helpers.checks import cli
 from helpers.malformed import MALFORMED, initializer_of, node_of
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 
 def _block():
@@ -151,3 +152,51 @@ def test_ctrl_c_during_start_up_is_one_line():
     result = subprocess.run([sys.executable, "-c", code, "optimize", "a", "b"], capture_output=True, text=True)
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip() == "qarep-onnx: interrupted; no output written"
+
+
+# -- valid models of types the fold does not compute in: left alone, exit 0 --------------------------------
+
+
+def _integer_product(op_type: str, elem_type: int):
+    np_type = helper.tensor_dtype_to_np_dtype(elem_type)
+    x = helper.make_tensor_value_info("x", elem_type, [2, 3])
+    y = helper.make_tensor_value_info("y", elem_type, [2, 4])
+    w = numpy_helper.from_array(np.arange(12, dtype=np_type).reshape(3, 4), "w")
+    c = numpy_helper.from_array(np.arange(4, dtype=np_type), "c")
+    node = helper.make_node(op_type, ["x", "w"] + (["c"] if op_type == "Gemm" else []), ["p"])
+    add = helper.make_node("Add", ["p", "c"], ["y"])
+    model = helper.make_model(helper.make_graph([node, add], "g", [x], [y], [w, c]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("op_type", ["MatMul", "Gemm"])
+@pytest.mark.parametrize("elem_type", [TensorProto.INT32, TensorProto.INT64])
+def test_an_integer_product_is_valid_and_left_alone(op_type, elem_type, tmp_path):
+    model = _integer_product(op_type, elem_type)
+    onnx.checker.check_model(model, full_check=True)
+    path = tmp_path / "int.onnx"
+    onnx.save(model, path)
+    # onnxruntime runs integer MatMuls, not integer Gemms: only the former can be validated.
+    validate = ["--validate", "--provider", "cpu"] if op_type == "MatMul" else []
+    result = cli("optimize", *validate, path, tmp_path / "out.onnx")
+    assert result.returncode == 0, result.stderr
+    assert onnx.load(tmp_path / "out.onnx").graph.SerializeToString() == model.graph.SerializeToString()
+
+
+def test_a_batch_norm_15_with_bfloat16_parameters_is_valid_and_left_alone(tmp_path):
+    b = GraphBuilder(seed=81)
+    x = b.input([1, 4, 6, 6])
+    model = b.model([b.batch_norm(b.conv(x, 4, 4, 3), 4)], opset=15)
+    norm = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    for name in norm.input[1:3]:  # scale and bias in bfloat16 (T1), mean and var stay float (T2)
+        tensor = next(t for t in model.graph.initializer if t.name == name)
+        values = numpy_helper.to_array(tensor)
+        tensor.CopyFrom(helper.make_tensor(name, TensorProto.BFLOAT16, values.shape, values.reshape(-1).tolist()))
+    onnx.checker.check_model(model, full_check=True)
+    path = tmp_path / "bf16.onnx"
+    onnx.save(model, path)
+    result = cli("inspect", path)
+    assert result.returncode == 0, result.stderr
+    assert "DTYPE" in result.stdout and "bfloat16" in result.stdout

@@ -215,14 +215,14 @@ class AveragePool:
     dilation: tuple[int, ...]
     pads: tuple[int, ...]
 
-    def geometry(self, channels: int) -> Geometry:
+    def geometry(self, channels: int | None) -> Geometry:
         return CONV.pool_geometry(channels, self.kernel, self.stride, self.dilation, self.pads)
 
     def grow(self, finder, i: int):
         return finder.grow_pool(i, self)
 
     def evaluate(self, form, operands: list[FormValues], context) -> FormValues:
-        return algebra.average_pool_values(form.geometry.out_channels, form.geometry)
+        return algebra.average_pool_values(form.geometry.out_channels or context.identity_channels, form.geometry)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from ..graph.attributes import (
     string_attribute,
 )
 from ..graph.index import GraphIndex
-from ..graph.tensors import Constant
-from .kinds.base import LeafKind, non_constant, require_float
+from ..graph.tensors import FLOAT_TYPES, Constant
+from .kinds.base import LeafKind, non_constant, unfolded_type
 from .kinds.conv import CONV, resolve_pads
 from .kinds.conv_transpose import CONV_TRANSPOSE
 from .kinds.dense import DENSE
@@ -110,7 +110,8 @@ def _read_batch_norm(node: onnx.NodeProto, index: GraphIndex) -> ChannelAffine |
         constant = index.constant(name)
         if constant is None:
             return non_constant(node, index, role, name)
-        require_float(node, role, constant)
+        if constant.elem_type not in FLOAT_TYPES:
+            return unfolded_type(node, f"{role} parameters", constant)
         values.append(constant)
     shapes = {c.shape for c in values}
     if len(shapes) > 1 or len(next(iter(shapes))) != 1:

@@ -23,7 +23,7 @@ from .linear_ops import ZeroPad
 _EXPLAIN_DEPTH = 8
 # Reasons a node right after a block gives for not extending it that are worth reporting; a
 # Relu or a gating Mul after a block is simply where the block ends.
-_REPORTED_STOPS = {Code.BN_TRAINING, Code.NON_CONSTANT, Code.NOT_PER_CHANNEL}
+_REPORTED_STOPS = {Code.BN_TRAINING, Code.NON_CONSTANT, Code.NOT_PER_CHANNEL, Code.DTYPE}
 
 
 class Refusals:

@@ -21,6 +21,7 @@ why, in words.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from ..errors import Code, Reason, Refused
@@ -50,6 +51,10 @@ from .linear_ops import (
 )
 from .ops import describe, rule
 from .refusals import Refusals
+
+# A merged weight may be this many times the weights it replaces, or this many values whatever they were.
+_GROWTH = 4
+_SMALL_WEIGHT = 1 << 20
 
 
 class RegionFinder:
@@ -120,11 +125,9 @@ class RegionFinder:
         x = self._operand(op.x, i)
         return replace(x, output=self.index.nodes[i].output[0], op=op, node=i, operands=(x,), pad_nodes=())
 
-    def grow_pool(self, i: int, op: AveragePool) -> Form | None:
-        channels = self.index.channels(op.x)
-        if channels is None:
-            return None
-        g = op.geometry(channels)
+    def grow_pool(self, i: int, op: AveragePool) -> Form:
+        # Channels unknown (symbolic) are those of the branches it is summed with, as for an identity term.
+        g = op.geometry(self.index.channels(op.x))
         return Form(self.index.nodes[i].output[0], op.x, g, op, i, (), g.macs_per_output_pixel(), frozenset({i}), False,
                     1, g.rank + 2, False)
 
@@ -218,18 +221,31 @@ class RegionFinder:
         if isinstance(axis, Reason):
             return None
         original = sum(o.cost for o in operands) + (geometry.out_channels or 1)
-        fused = geometry.macs_per_output_pixel()
-        if not geometry.is_diagonal and fused > original:
-            self.refusals.refuse(
-                i, Code.COST,
-                f"merging its branches would give a {'x'.join(map(str, geometry.kernel)) or 'dense'} operator with "
-                f"groups={geometry.groups} costing {fused} MACs per output position, more than the "
-                f"{original} of the branches it would replace; the branches are folded separately",
-            )
+        if not geometry.is_diagonal and self._costs_too_much(i, geometry, original, operands):
             return None
         return Form(self.index.nodes[i].output[0], operands[0].source, geometry, op, i, operands, original,
                     frozenset().union(*(o.leaves for o in operands)), leafy, axis, rank,
                     any(o.has_bias for o in operands) or bool(op.offsets))
+
+    # -- helpers of the roles ----------------------------------------------------------------------
+
+    def _costs_too_much(self, i: int, geometry: Geometry, original: int, operands: tuple[Form, ...]) -> bool:
+        """A merge that would cost more multiply-accumulates than its branches, or whose weight would be far
+        larger than the weights it replaces (an AveragePool branch of a huge kernel becomes a huge kernel)."""
+        shape = f"{'x'.join(map(str, geometry.kernel)) or 'dense'} operator with groups={geometry.groups}"
+        fused = geometry.macs_per_output_pixel()  # also its weight's size
+        if fused > original:
+            self.refusals.refuse(i, Code.COST, f"merging its branches would give a {shape} costing {fused} MACs per output "
+                                 f"position, more than the {original} of the branches it would replace; the branches "
+                                 "are folded separately")
+            return True
+        stored = sum(math.prod(f.op.weight.shape) for o in operands for f in subforms(o) if isinstance(f.op, LeafOp))
+        if fused > max(_GROWTH * stored, _SMALL_WEIGHT):
+            self.refusals.refuse(i, Code.COST, f"merging its branches would give a {shape} of {fused} weights, "
+                                 f"{fused / max(stored, 1):.0f}x the {stored} of the branches it would replace; "
+                                 "the branches are folded separately")
+            return True
+        return False
 
     # -- helpers of the roles ----------------------------------------------------------------------
 

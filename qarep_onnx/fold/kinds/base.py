@@ -171,8 +171,23 @@ def convolution_attributes(node: onnx.NodeProto, weight: Constant, layout: str, 
     return kernel, stride, dilation, groups
 
 
-def leaf_constants(node: onnx.NodeProto, index: GraphIndex) -> tuple[Constant, Constant | None] | Reason:
-    """The constant weight and optional bias (inputs 1 and 2) of a leaf node, checked."""
+_INTEGERS = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+             onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
+
+
+def unfolded_type(node: onnx.NodeProto, role: str, constant: Constant, integers: bool = False) -> Reason | None:
+    """A valid element type the fold does not compute in (bfloat16; integers where the operator takes them):
+    a reason to leave the node as it is.  Any other non-float type makes the node invalid ONNX."""
+    if constant.elem_type == onnx.TensorProto.BFLOAT16 or (integers and constant.elem_type in _INTEGERS):
+        return Reason(Code.DTYPE, f"{node.op_type} '{node_label(node)}' has {type_name(constant.elem_type).lower()} {role}, "
+                                  "which qarep-onnx does not fold")
+    require_float(node, role, constant)
+    return None
+
+
+def leaf_constants(node: onnx.NodeProto, index: GraphIndex, integers: bool = False) -> tuple[Constant, Constant | None] | Reason:
+    """The constant weight and optional bias (inputs 1 and 2) of a leaf node, checked (``integers``: the
+    operator takes integer tensors too, as Gemm and MatMul do)."""
     weight = index.constant(node.input[1]) if node.input[1] else None
     if weight is None:
         return non_constant(node, index, "weight", node.input[1])
@@ -182,9 +197,7 @@ def leaf_constants(node: onnx.NodeProto, index: GraphIndex) -> tuple[Constant, C
         if bias is None:
             return non_constant(node, index, "bias", node.input[2])
     if weight.elem_type not in FLOAT_TYPES:
-        if weight.elem_type == onnx.TensorProto.BFLOAT16:
-            return Reason(Code.DTYPE, f"{node.op_type} '{node_label(node)}' has bfloat16 weights, which qarep-onnx does not fold")
-        require_float(node, "weight", weight)
+        return unfolded_type(node, "weights", weight, integers)
     if bias is not None and bias.elem_type != weight.elem_type:
         require_float(node, "bias", bias)
         raise malformed(node, f"has a {type_name(bias.elem_type)} bias and {type_name(weight.elem_type)} weights")

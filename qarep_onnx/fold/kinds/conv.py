@@ -87,7 +87,7 @@ class ConvKind(LeafKind):
     def geometry(self, leaf: ConvLeaf) -> Geometry:
         return conv_geometry(leaf.weight.shape, leaf.groups, leaf.stride, leaf.dilation, leaf.pads)
 
-    def pool_geometry(self, channels: int, kernel, stride, dilation, pads) -> Geometry:
+    def pool_geometry(self, channels: int | None, kernel, stride, dilation, pads) -> Geometry:
         """An AveragePool as the depthwise convolution it is."""
         return Geometry(channels, channels, channels, tuple(kernel), tuple(stride), tuple(dilation), tuple(pads), self)
 

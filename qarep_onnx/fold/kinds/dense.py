@@ -78,7 +78,7 @@ class DenseKind(LeafKind):
                 f"{op} '{node_label(node)}' multiplies the tensor by a constant from the left (along its first axes), "
                 "which no per-feature fold describes",
             )
-        return leaf_constants(node, index)
+        return leaf_constants(node, index, integers=True)
 
     def geometry(self, leaf: DenseLeaf) -> Geometry:
         return dense_geometry(leaf.out_features, leaf.in_features, leaf.trans_a)
