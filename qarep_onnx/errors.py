@@ -108,6 +108,7 @@ class Code(StrEnum):
     NOT_LINEAR = "NOT_LINEAR"  # a product or quotient of two tensors inside the block
     DIVISION_BY_ZERO = "DIVISION_BY_ZERO"
     NON_FINITE = "NON_FINITE"  # folded weights that are not finite, or overflow the model's type
+    PRECISION = "PRECISION"  # folded weights below a narrow type's normal range, coarser than the block's own
     CHANNEL_MISMATCH = "CHANNEL_MISMATCH"
     RANK_MISMATCH = "RANK_MISMATCH"
     POOL_EXCLUDES_PAD = "POOL_EXCLUDES_PAD"

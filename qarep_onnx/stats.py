@@ -104,7 +104,7 @@ def flop_estimate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | N
     """FLOPs from tensor shapes (see :func:`tensor_shapes`); weights' shapes come from the model.
 
     A folded model keeps the names of every tensor that survives, so the shapes inferred before
-    folding serve after it too.
+    folding serve after it too; :func:`model_stats` infers them again when a fold wrote new ones.
     """
     if shapes is None:
         return None
@@ -138,4 +138,11 @@ def model_stats(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | Non
         flops = flop_estimate(inlined, tensor_shapes(inlined, input_shapes)) if inlined is not None else None
     else:
         flops = flop_estimate(model, shapes)
+        if flops is None and shapes is not None and _names_new_tensors(model, shapes):
+            # A fold wrote tensors the shapes inferred before it do not know (a MatMul in front of its Add).
+            flops = flop_estimate(model, tensor_shapes(model, input_shapes))
     return ModelStats(parameter_count(model), flops)
+
+
+def _names_new_tensors(model: onnx.ModelProto, shapes: dict) -> bool:
+    return any(o not in shapes for node in model.graph.node for o in node.output if o)

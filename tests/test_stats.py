@@ -69,3 +69,26 @@ def test_conv_transpose_and_transposed_gemm_flops():
     model = g.model([gemm])
     assert model_stats(model, tensor_shapes(model)).flops == 2 * 3 * 5 * 7
     onnx.checker.check_model(model)
+
+
+def _token_linear(batch):
+    """MatMul [batch, 8, 32] x [32, 32], its bias, a per-feature scale, Relu: folds into a MatMul and an Add."""
+    b = GraphBuilder(seed=4)
+    b.inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8, 32]))
+    y = b.op("MatMul", ["x", b.const(b.rng.standard_normal((32, 32)), "w")])
+    y = b.op("Mul", [b.op("Add", [y, b.const(b.rng.standard_normal(32), "b")]), b.const(b.rng.standard_normal(32), "s")])
+    return b.model([b.op("Relu", [y])])
+
+
+def test_flops_after_a_matmul_and_add_fold_are_counted():
+    """The fold writes a MatMul whose output is a new tensor: its shape is inferred on the folded model."""
+    _, report = qarep_onnx.optimize(_token_linear(1))
+    matmul, elementwise = 2 * 8 * 32 * 32, 8 * 32  # the Relu is not counted; Add and Mul are, then the Add
+    assert report.to_dict()["flops"] == {"before": matmul + 2 * elementwise, "after": matmul + elementwise}
+
+
+def test_flops_after_a_matmul_and_add_fold_use_the_given_shapes():
+    _, unknown = qarep_onnx.optimize(_token_linear("batch"))
+    assert unknown.to_dict()["flops"] == {"before": None, "after": None}
+    _, report = qarep_onnx.optimize(_token_linear("batch"), input_shapes={"x": (2, 8, 32)})
+    assert report.to_dict()["flops"] == {"before": 2 * (2 * 8 * 32 * 32 + 2 * 8 * 32), "after": 2 * (2 * 8 * 32 * 32 + 8 * 32)}

@@ -340,3 +340,17 @@ def regroup(form: FormValues) -> FormValues:
             weight = form.weight[inside].reshape(cout, cin // n, *form.weight.shape[2:])
             return FormValues(weight, form.bias, replace(g, groups=n))
     return form
+
+
+def channel_coarseness(weight: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Per output channel, how coarsely ``stored`` (``weight`` in some float type) keeps it: the rms of
+    half the type's spacing at each stored value over the rms of the weight.
+
+    A channel of normal numbers gets at most half the type's epsilon (the unit roundoff); one whose
+    values sit below the type's normal range, where fewer bits remain, gets more.  Zero channels get 0.
+    """
+    rows = weight.reshape(weight.shape[0], -1).astype(np.float64, copy=False)
+    half_spacing = np.spacing(np.abs(stored.reshape(rows.shape))).astype(np.float64) / 2
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    spacings = np.sqrt(np.einsum("ij,ij->i", half_spacing, half_spacing))
+    return np.divide(spacings, norms, out=np.zeros_like(norms), where=norms > 0)

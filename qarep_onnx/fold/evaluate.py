@@ -4,6 +4,10 @@ Walks the form tree bottom-up (iteratively: deep chains must not hit Python's re
 each operator's description computes its own numbers from its operands' (``evaluate``) with the
 identities of :mod:`.algebra`, reading each constant once, and the result is cast to the model's
 element type once, at the end.
+
+That cast is where a fold can lose what the block did not: a small BatchNorm scale can push a
+float16 model's folded weights below float16's normal range (6.1e-5), where few bits remain, while
+the original multiplied normal weights and rounded once.  Such a fold is refused (``PRECISION``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import onnx
 
 from ..errors import Code, Reason, Refused
 from ..graph.tensors import FLOAT_TYPES
+from ..numbers import narrow_range
 from . import algebra
 from .algebra import FormValues
 from .forms import Form
@@ -54,10 +59,11 @@ class EvaluationContext:
     pool: ScratchPool | None = None
 
 
-def evaluate(root: Form, pool: ScratchPool | None = None) -> FormValues:
+def evaluate(root: Form, pool: ScratchPool | None = None, leaves: list[np.ndarray] | None = None) -> FormValues:
     """Weight and bias (float64) of the one operator that computes the form ``root`` from its source.
 
     With a ``pool`` the result may live in the pool's buffers: copy it out before releasing them.
+    ``leaves``, when given, receives the stored weights of the region's leaf operators.
     """
     context = EvaluationContext(root.geometry.in_channels or root.geometry.out_channels or 1, pool)
     values: dict[int, FormValues] = {}
@@ -75,6 +81,8 @@ def evaluate(root: Form, pool: ScratchPool | None = None) -> FormValues:
             values[id(form)] = algebra.identity_values(form.geometry.out_channels or context.identity_channels)
         else:
             values[id(form)] = form.op.evaluate(form, operands, context)
+            if leaves is not None and isinstance(form.op, LeafOp):
+                leaves.append(values[id(form)].weight)
     result = values[id(root)]
     # One reduction instead of an elementwise mask: a sum of finite weights is finite.
     if not (np.isfinite(result.weight.sum()) and np.all(np.isfinite(result.bias))):
@@ -88,17 +96,40 @@ def folded_values(root: Form, pool: ScratchPool | None = None) -> FormValues:
     # Overflow and NaN are checked for explicitly; numpy must not warn on the user's terminal.
     with np.errstate(all="ignore"):
         try:
-            values = evaluate(root, pool)
             elem_type = model_dtype(root)
-            weight = values.weight.astype(FLOAT_TYPES[elem_type])
-            bias = values.bias.astype(FLOAT_TYPES[elem_type])
+            dtype = np.dtype(FLOAT_TYPES[elem_type])
+            leaves: list[np.ndarray] | None = [] if narrow_range(dtype) else None
+            values = evaluate(root, pool, leaves)
+            weight = values.weight.astype(dtype)
+            bias = values.bias.astype(dtype)
+            name = onnx.TensorProto.DataType.Name(elem_type)
             if not (np.isfinite(weight.sum(dtype=np.float64)) and np.all(np.isfinite(bias))):
-                name = onnx.TensorProto.DataType.Name(elem_type)
                 raise Refused(Reason(Code.NON_FINITE, f"the folded weights overflow {name}; the block is kept as it is"))
+            if leaves is not None:
+                _check_precision(values.weight, weight, leaves, dtype.name)
             return FormValues(weight, bias, values.geometry)
         finally:
             if pool is not None:
                 pool.release()
+
+
+# Normal numbers keep a channel within half an epsilon; the original's weights set the bar when coarser.
+_COARSER_THAN = 4.0
+
+
+def _check_precision(exact: np.ndarray, stored: np.ndarray, leaves: list[np.ndarray], type_name: str) -> None:
+    """Refuse a fold whose weights, stored in a narrow type, keep a channel more coarsely than the
+    original's weights keep theirs (and than normal numbers would)."""
+    unit = float(np.finfo(stored.dtype).eps) / 2
+    original = max([unit] + [float(algebra.channel_coarseness(w, w).max(initial=0.0)) for w in leaves])
+    coarseness = algebra.channel_coarseness(exact, stored)
+    worst = int(np.argmax(coarseness))
+    if coarseness[worst] > _COARSER_THAN * original:
+        bits, kept = int(-np.log2(coarseness[worst])), int(-np.log2(original))
+        raise Refused(Reason(Code.PRECISION, (
+            f"the folded weights of output channel {worst} fall below {type_name}'s normal range and keep about "
+            f"{bits} significant bits where the block's own weights keep {kept}; the block is kept as it is "
+            f"(fold the float32 model, then convert it)")))
 
 
 def model_dtype(root: Form) -> int:
