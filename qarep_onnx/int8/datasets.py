@@ -7,6 +7,9 @@ file alone cannot be split and is an error.  Files follow the validation command
 (``.npz`` keyed by input name, ``.npy`` for a one-input model: :mod:`qarep_onnx.inputs`); a folder
 stands for every such file in it, in name order.
 
+The first :data:`~.calibrate.SELECTION_SETS` calibration sets also *select* (rank layers, choose
+those kept in float, decide on equalization); the held-out sets only confirm and measure.
+
 Without files, ``samples`` calibration sets and :data:`RANDOM_HOLDOUT` held-out sets are drawn,
 all standard normal noise (one seed per set, so the two never coincide).  Activation ranges of
 noise are not those of real data, so the figures then say little about a real deployment, and the
@@ -23,6 +26,7 @@ import onnx
 
 from ..errors import UsageError
 from ..runtime.inputs import InputSet, load_input_sets, random_input_sets
+from .calibrate import SELECTION_SETS
 from .report import Inputs
 
 RANDOM_HOLDOUT = 2
@@ -89,15 +93,18 @@ def choose_inputs(
             calibration, held = sets[:-k], sets[-k:]
             note = (f"the last {k} of {len(sets)} --calib files are held out to measure "
                     f"({', '.join(s.description.removeprefix('file ') for s in held)}); the others calibrate")
-        return calibration, held, Inputs(
-            tuple(s.description for s in calibration), tuple(s.description for s in held), False, note
-        )
+        return calibration, held, _described(calibration, held, False, note)
     if samples < 1:
         raise UsageError("--samples must be at least 1")
     calibration = [_normal(model, seed + k, input_shapes, "calibration", k) for k in range(samples)]
     held = [_normal(model, seed + samples + k, input_shapes, "held-out", k) for k in range(RANDOM_HOLDOUT)]
     note = f"{samples} random normal sets calibrate, {RANDOM_HOLDOUT} others measure (seeds {seed}..{seed + samples + RANDOM_HOLDOUT - 1})"
-    return calibration, held, Inputs(tuple(s.description for s in calibration), tuple(s.description for s in held), True, note)
+    return calibration, held, _described(calibration, held, True, note)
+
+
+def _described(calibration: list[InputSet], held: list[InputSet], random: bool, note: str) -> Inputs:
+    selection = tuple(s.description for s in calibration[:SELECTION_SETS])
+    return Inputs(tuple(s.description for s in calibration), tuple(s.description for s in held), random, note, selection)
 
 
 def _normal(model, seed, input_shapes, role, k) -> InputSet:

@@ -1,14 +1,15 @@
-"""The layers INT8 is about: the weighted nodes of the main graph, their weights and output-channel axis.
+"""The layers INT8 is about: the weighted nodes of the main graph, their weights and channel axes.
 
 A *layer* is a Conv, ConvTranspose, Gemm or MatMul whose weight is a constant initializer (after
 :mod:`.prepare` has resolved ``Constant`` nodes and ``Identity`` aliases) and whose data input is
 not.  These are the nodes TensorRT runs in int8 when their inputs carry Q/DQ, and the nodes whose
-names ``--exclude`` takes.  The output-channel axis, along which weights get one scale each:
+names ``--exclude`` takes.  The weight's output-channel axis (one int8 scale each) and
+input-channel axis (what equalization scales):
 
-* Conv: weight ``[M, C/g, k...]``, axis 0;
-* ConvTranspose: weight ``[C, M/g, k...]``, axis 1;
-* Gemm: ``B`` is ``[N, K]`` with ``transB=1`` (axis 0) and ``[K, N]`` without (axis 1);
-* MatMul with a 2-D constant ``B`` ``[K, N]``: axis 1.
+* Conv: weight ``[M, C/g, k...]``, output axis 0, input axis 1;
+* ConvTranspose: weight ``[C, M/g, k...]``, output axis 1, input axis 0;
+* Gemm: ``B`` is ``[N, K]`` with ``transB=1`` (output axis 0) and ``[K, N]`` without (output axis 1);
+* MatMul with a 2-D constant ``B`` ``[K, N]``: output axis 1, input axis 0.
 
 Only the main graph is searched: layers inside If/Loop/Scan bodies or functions are not quantized.
 """
@@ -23,6 +24,7 @@ import onnx
 from ..graph import int_attribute, tensor_values
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
 
 @dataclass(frozen=True)
@@ -35,21 +37,27 @@ class Layer:
     weight_name: str
     weight: np.ndarray
     axis: int  # the weight's output-channel axis
+    input_axis: int = 1  # the weight's input-channel axis
+    groups: int = 1
+    bias_name: str = ""  # "" when the layer has no bias input
+    output: str = ""
 
     @property
     def channels(self) -> int:
         return int(self.weight.shape[self.axis])
 
 
-def _weight_axis(node: onnx.NodeProto, rank: int) -> int | None:
-    if node.op_type == "Conv":
-        return 0 if rank >= 3 else None
-    if node.op_type == "ConvTranspose":
-        return 1 if rank >= 3 else None
-    if node.op_type == "Gemm":
-        return (0 if int_attribute(node, "transB", 0) else 1) if rank == 2 else None
-    if node.op_type == "MatMul":
-        return 1 if rank == 2 else None
+def weight_axes(node: onnx.NodeProto, rank: int) -> tuple[int, int] | None:
+    """(output-channel axis, input-channel axis) of a layer's weight of rank ``rank``; None when it is no layer weight."""
+    op = node.op_type
+    if op == "Conv" and rank >= 3:
+        return 0, 1
+    if op == "ConvTranspose" and rank >= 3:
+        return 1, 0
+    if op == "Gemm" and rank == 2:
+        return (0, 1) if int_attribute(node, "transB", 0) else (1, 0)
+    if op == "MatMul" and rank == 2:
+        return 1, 0
     return None
 
 
@@ -65,10 +73,13 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
         if weight not in initializers or weight in overridable or data in initializers:
             continue
         tensor = initializers[weight]
-        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+        if tensor.data_type not in FLOAT_TYPES:
             continue
-        axis = _weight_axis(node, len(tensor.dims))
-        if axis is None:
+        axes = weight_axes(node, len(tensor.dims))
+        if axes is None:
             continue
-        layers.append(Layer(node.name, node.op_type, data, weight, tensor_values(tensor, f" (weight of {node.name})"), axis))
+        groups = int_attribute(node, "group", 1, minimum=1) if node.op_type in ("Conv", "ConvTranspose") else 1
+        bias = node.input[2] if len(node.input) > 2 else ""
+        layers.append(Layer(node.name, node.op_type, data, weight, tensor_values(tensor, f" (weight of {node.name})"),
+                            axes[0], axes[1], groups, bias, node.output[0] if node.output else ""))
     return layers

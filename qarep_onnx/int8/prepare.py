@@ -1,18 +1,17 @@
-"""A working copy onnxruntime's quantizer can take as it is; the input model is never touched.
+"""A working copy the Q/DQ writer and the measurements can take as it is; the input model is never touched.
 
-onnxruntime's QDQ quantizer finds weights only among initializers, names nodes by ``node.name``,
-and needs every activation's type from shape inference.  So the copy gets:
+The copy gets:
 
 * opset 13 or later in the default domain: per-axis QuantizeLinear/DequantizeLinear (one scale per
   output channel) exists from opset 13.  An older model is converted with onnx's version converter,
   or refused in one line when that fails;
 * the ``Constant`` nodes and ``Identity`` aliases that feed a layer's weight or bias replaced by
-  initializers (TorchScript exports shared weights through ``Identity``);
-* a Gemm's ``beta`` folded into its constant ``C`` (the quantizer resets ``beta`` to 1 and leaves a
-  float bias as it was, which would change the result);
+  initializers (TorchScript exports shared weights through ``Identity``), so that every layer's
+  weight is a constant the writer can quantize;
+* a Gemm's ``beta`` folded into its constant ``C`` (one bias to carry through equalization);
 * a unique name for every node (an unnamed node gets ``<op>_<index>``; a repeated name gets a
-  ``__<k>`` suffix), since layers are excluded by name;
-* inferred shapes and types.
+  ``__<k>`` suffix), since layers are excluded by name and Q/DQ pairs are placed by consumer;
+* inferred shapes and types (the calibration session declares the tensors it reads with them).
 
 Only float32 models go end to end: a float16 or float64 model is refused with one line by
 :func:`float32_reason` (the weight report still covers it).  TensorRT builds FP16 kernels for the
