@@ -101,3 +101,16 @@ def test_fp16_measurement_is_the_written_model_with_its_float_layers_rounded_to_
                            run_model(written, held, choice, "written"))[0].sqnr_db
     fp16 = compare_outputs(list(a), pipeline.candidates.runs.references, [b])[0].sqnr_db
     assert math.isfinite(fp16) and fp16 < fp32 + 0.5
+
+
+def test_quantize_ranks_only_when_it_must_choose_and_the_report_always_ranks():
+    model = onnx.load(OUTLIER)
+    calib, held = sets(model, range(4), "calib"), sets(model, [40, 41], "held")
+    result = quantize(model, calib=calib, holdout=held, exclude="auto", target_sqnr=20, provider="cpu")
+    s = result.report.sensitivity
+    assert s.ranking == () and len(s.not_measured) == 7 and s.selected == () and result.report.excluded == ()
+    assert s.measurements == 2  # every layer in int8, on the selection and the held-out sets
+    from qarep_onnx.int8 import int8_report
+
+    report = int8_report(model, calib=calib, holdout=held, target_sqnr=20, provider="cpu")
+    assert len(report.model.sensitivity.ranking) == 7 and report.model.sensitivity.selected == ()

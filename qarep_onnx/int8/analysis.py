@@ -104,6 +104,7 @@ def analyse_model(
     max_layers: int = 32,
     progress: Progress | None = None,
     references: list | None = None,
+    rank_always: bool = True,
 ) -> tuple[ModelAnalysis, Pipeline | None]:
     """The figures of ``model`` (float32) and the pipeline that measured them (None when it has no layer).
 
@@ -132,5 +133,5 @@ def analyse_model(
         weights = analysis.layers if pipeline.layers is layers else weight_report(pipeline.layers, folded_names)
         report = (lambda phase, done, total: progress(f"{label}: {phase}", done, total)) if progress else None
         analysis.sensitivity, analysis.with_suggestion = analyse(
-            pipeline.candidates, weights, pipeline.activation, target_sqnr, max_layers, report, settings.exhaustive)
+            pipeline.candidates, weights, pipeline.activation, target_sqnr, max_layers, report, settings.exhaustive, rank_always)
     return analysis, pipeline

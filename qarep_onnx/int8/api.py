@@ -199,19 +199,13 @@ def quantize(
         raise UsageError(reason)
     choice = select_provider(provider)
     calibration, holdout_sets, described = choose_inputs(original, calib, holdout, samples, seed, input_shapes)
-    fold_report, working = None, original
-    if fold:
-        folded = optimize_loaded(LoadedModel(original, (), 0), owned=False, input_shapes=input_shapes)
-        working, fold_report = folded.model, folded.report
+    working, fold_report, references = _folded(original, fold, input_shapes, holdout_sets, choice)
     auto = isinstance(exclude, str) and exclude == "auto"
     patterns = [] if auto else ([exclude] if isinstance(exclude, str) else list(exclude or []))
-    references = None
-    if fold_report is not None and fold_report.regions_folded:
-        with step("running the model as given on the held-out sets"):  # FP32 is the model the user gave
-            references = run_model(original, holdout_sets, choice, "the model")
     with step("measuring the model in int8"):
         analysis, pipeline = analyse_model("folded" if fold else "as given", working, calibration, holdout_sets, choice,
-                                           settings, set(), auto, target_sqnr, max_layers, progress, references)
+                                           settings, set(), auto, target_sqnr, max_layers, progress, references,
+                                           rank_always=False)
     if pipeline is None:
         raise UsageError("the model has no Conv, ConvTranspose, Gemm or MatMul with a constant weight: nothing to quantize")
     names = [l.name for l in pipeline.layers]
@@ -229,6 +223,19 @@ def quantize(
         report.flops_shapes = estimate_at_input_shapes(original, working, fold_report, calibration[0], input_shapes)
     _notes(report, described.random, target_sqnr)
     return QuantizeResult(qdq, report)
+
+
+def _folded(original: onnx.ModelProto, fold: bool, input_shapes, holdout_sets, choice):
+    """The model to quantize, the fold's report (None without folding), and the FP32 held-out outputs of the
+    model as given when the fold changed it (the figures measure against the model the user gave)."""
+    if not fold:
+        return original, None, None
+    folded = optimize_loaded(LoadedModel(original, (), 0), owned=False, input_shapes=input_shapes)
+    references = None
+    if folded.report.regions_folded:
+        with step("running the model as given on the held-out sets"):
+            references = run_model(original, holdout_sets, choice, "the model")
+    return folded.model, folded.report, references
 
 
 def _write(pipeline: Pipeline, names, excluded, settings: Settings, holdout_sets, choice):

@@ -162,7 +162,7 @@ class Sensitivity:
 
     target_sqnr_db: float
     ranking: tuple[LayerSensitivity, ...]  # most costly first
-    not_measured: tuple[str, ...]  # layers beyond the cap (their predicted figures were the best)
+    not_measured: tuple[str, ...]  # layers beyond the cap, or all when no ranking was needed (quantize, target reached)
     max_layers: int
     ranking_sets: tuple[str, ...]  # the calibration sets the layers were ranked on
     steps: tuple[Measurement, ...]  # candidates measured on the selection sets while selecting, in order

@@ -230,11 +230,19 @@ def analyse(
     max_layers: int = DEFAULT_MAX_LAYERS,
     progress: Progress | None = None,
     exhaustive: bool = False,
+    rank_always: bool = True,
 ) -> tuple[Sensitivity, Measurement]:
-    """The ranking, selection and confirmation above; and the held-out measurement with the confirmed layers in float."""
-    ranking, skipped = _rank(candidates, weights, activation, max_layers, progress)
-    search = _Search(candidates, ranking, target_sqnr_db, exhaustive)
+    """The ranking, selection and confirmation above; and the held-out measurement with the confirmed layers in float.
+
+    ``rank_always``: rank the layers even when every layer in int8 already reaches the target on the
+    selection sets (the report shows the ranking); ``quantize`` only needs it when it must choose.
+    """
     all_quantized = candidates.measure((), "selection")
+    if rank_always or all_quantized.sqnr_db < target_sqnr_db:
+        ranking, skipped = _rank(candidates, weights, activation, max_layers, progress)
+    else:
+        ranking, skipped = [], list(candidates.layers)
+    search = _Search(candidates, ranking, target_sqnr_db, exhaustive)
     if all_quantized.sqnr_db >= target_sqnr_db:
         selected = all_quantized
     else:
