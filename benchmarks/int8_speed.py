@@ -1,0 +1,106 @@
+"""How long the INT8 commands take on large networks, and that the fast search decides as the exhaustive one does.
+
+Wall time of each command in a fresh process (``python -m qarep_onnx -q ...``, the whole command:
+loading, folding, calibration, every measurement, writing), on onnxruntime's CPU provider:
+
+* YOLO-NAS-S (super-gradients, random weights, 640x640; ``--yolonas PATH``, exported with
+  ``benchmarks/export_yolonas_s.py``): ``int8`` (the full report with sensitivity) and ``quantize
+  --exclude auto``, random normal inputs (4 calibrate, 2 measure);
+* PaddleOCR's PP-OCRv4 text detector at 480x640 (``--det-model PATH``, else taken out of the
+  rapidocr-onnxruntime wheel): the same two commands, calibrated on 16 rendered text images and
+  measured on 8 others (the last a scanned page), from ``int8_data.py``.
+
+Then, on the small fixtures (random inputs), the fast search and ``--exhaustive`` (every prefix of
+the ranking, every layer tried back in int8, every confirmation prefix) for several targets: the
+layers kept in float must be identical.
+
+    python benchmarks/int8_speed.py [--yolonas PATH] [--det-model PATH] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from int8_data import det_model, text_sets  # noqa: E402
+
+from qarep_onnx.int8 import quantize  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SMALL = (("int8_outlier", (30, 35, 40)), ("net_repvgg_a0_small", (33, 36)), ("qarep_detector", (28, 30, 32)),
+         ("net_fastvit_small", (25, 28)))
+
+
+def timed(args: list[str], label: str, folder: Path) -> dict:
+    """Run one command in a fresh process; its wall time and the JSON report it wrote."""
+    report = folder / f"{label}.json"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "qarep_onnx", "-q", *args, "--json", str(report)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{label}: exit {done.returncode}: {done.stderr.strip()}")
+    return {"seconds": elapsed, "report": json.loads(report.read_text())}
+
+
+def _summary(document: dict) -> str:
+    analysis = document.get("folded") or document.get("model") or {}
+    s = analysis.get("sensitivity") or document.get("sensitivity") or {}
+    return (f"{len(s.get('ranking', []))} ranked, {len(s.get('selected', []))} selected, {len(s.get('suggested_exclude', []))} "
+            f"confirmed, {s.get('measurements', 0)} candidates measured")
+
+
+def large(args, folder: Path) -> None:
+    cases = []
+    if args.yolonas:
+        cases.append(("YOLO-NAS-S 640x640, random inputs", args.yolonas, []))
+    det = args.det_model or det_model()
+    calib, held = text_sets(folder / "ocr")
+    files = [a for p in calib for a in ("--calib", str(p))] + [a for p in held for a in ("--holdout", str(p))]
+    cases.append(("PP-OCRv4 det 480x640, 16+8 text images", det, files))
+    print("| network | command | seconds | what it did |")
+    print("| --- | --- | --- | --- |")
+    for label, model, inputs in cases:
+        for name, command in (("int8", ["int8", *inputs, str(model)]),
+                              ("quantize --exclude auto", ["quantize", "--exclude", "auto", *inputs, str(model), str(folder / "q.onnx")])):
+            result = timed(command, f"{name.split()[0]}_{len(label)}", folder)
+            print(f"| {label} | `{name}` | {result['seconds']:.1f} | {_summary(result['report'])} |", flush=True)
+
+
+def verdicts() -> None:
+    manifest = {(e["name"], e["exporter"]): e for e in json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]}
+    print("\n| fixture | target dB | fast: kept in float | exhaustive: kept in float | same | candidates fast / exhaustive |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    same_everywhere = True
+    for name, targets in SMALL:
+        path = FIXTURES / manifest[(name, "torchscript")]["file"]
+        for target in targets:
+            runs = [quantize(path, exclude="auto", target_sqnr=target, exhaustive=flag, provider="cpu") for flag in (False, True)]
+            kept = [r.report.excluded for r in runs]
+            same = kept[0] == kept[1]
+            same_everywhere &= same
+            counts = [r.report.sensitivity.measurements for r in runs]
+            print(f"| {name} | {target} | {len(kept[0])} | {len(kept[1])} | {'yes' if same else 'NO'} | {counts[0]} / {counts[1]} |",
+                  flush=True)
+    print(f"\nfast and exhaustive verdicts identical on every case: {'yes' if same_everywhere else 'NO'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--yolonas", type=Path, help="YOLO-NAS-S export (benchmarks/export_yolonas_s.py)")
+    parser.add_argument("--det-model", type=Path, help="ch_PP-OCRv4_det_infer.onnx")
+    parser.add_argument("--skip-large", action="store_true", help="only the fast-against-exhaustive verdicts")
+    args = parser.parse_args()
+    if not args.skip_large:
+        with tempfile.TemporaryDirectory() as folder:
+            large(args, Path(folder))
+    verdicts()
+
+
+if __name__ == "__main__":
+    main()
