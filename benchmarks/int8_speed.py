@@ -14,13 +14,18 @@ Then, on the small fixtures (random inputs), the fast search and ``--exhaustive`
 the ranking, every layer tried back in int8, every confirmation prefix) for several targets: the
 layers kept in float must be identical.
 
-    python benchmarks/int8_speed.py [--yolonas PATH] [--det-model PATH] [--skip-large]
+With ``--compare-tree PATH`` (another checkout, e.g. ``git worktree add /tmp/before COMMIT``) each
+command also runs with that checkout's ``qarep_onnx``, in turn with this one (``--repeat N`` times
+each), so both see the same load on a shared machine.
+
+    python benchmarks/int8_speed.py [--yolonas PATH] [--det-model PATH] [--skip-large] [--compare-tree PATH] [--repeat N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,11 +42,14 @@ SMALL = (("int8_outlier", (30, 35, 40)), ("net_repvgg_a0_small", (33, 36)), ("qa
          ("net_fastvit_small", (25, 28)))
 
 
-def timed(args: list[str], label: str, folder: Path) -> dict:
-    """Run one command in a fresh process; its wall time and the JSON report it wrote."""
+def timed(args: list[str], label: str, folder: Path, tree: Path | None = None) -> dict:
+    """Run one command in a fresh process (with ``tree``'s qarep_onnx first on the path when given); its wall
+    time and the JSON report it wrote."""
     report = folder / f"{label}.json"
+    env = dict(os.environ, PYTHONPATH=str(tree)) if tree is not None else None
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "qarep_onnx", "-q", *args, "--json", str(report)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "qarep_onnx", "-q", *args, "--json", str(report)], capture_output=True,
+                          text=True, env=env)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{label}: exit {done.returncode}: {done.stderr.strip()}")
@@ -63,13 +71,21 @@ def large(args, folder: Path) -> None:
     calib, held = text_sets(folder / "ocr")
     files = [a for p in calib for a in ("--calib", str(p))] + [a for p in held for a in ("--holdout", str(p))]
     cases.append(("PP-OCRv4 det 480x640, 16+8 text images", det, files))
-    print("| network | command | seconds | what it did |")
-    print("| --- | --- | --- | --- |")
+    trees = [("this checkout", None)] + ([(f"{args.compare_tree.name}", args.compare_tree)] if args.compare_tree else [])
+    print("| network | command | " + " | ".join(f"seconds ({name})" for name, _ in trees) + " | what it did |")
+    print("|" + " --- |" * (3 + len(trees)))
     for label, model, inputs in cases:
         for name, command in (("int8", ["int8", *inputs, str(model)]),
                               ("quantize --exclude auto", ["quantize", "--exclude", "auto", *inputs, str(model), str(folder / "q.onnx")])):
-            result = timed(command, f"{name.split()[0]}_{len(label)}", folder)
-            print(f"| {label} | `{name}` | {result['seconds']:.1f} | {_summary(result['report'])} |", flush=True)
+            times = {tree_name: [] for tree_name, _ in trees}
+            summary = ""
+            for _ in range(args.repeat):  # interleaved: each tree in turn, so both see the same machine load
+                for tree_name, tree in trees:
+                    result = timed(command, f"{name.split()[0]}_{len(label)}", folder, tree)
+                    times[tree_name].append(result["seconds"])
+                    summary = summary or _summary(result["report"])
+            cells = " | ".join(" / ".join(f"{t:.1f}" for t in times[tree_name]) for tree_name, _ in trees)
+            print(f"| {label} | `{name}` | {cells} | {summary} |", flush=True)
 
 
 def verdicts() -> None:
@@ -95,6 +111,8 @@ def main() -> None:
     parser.add_argument("--yolonas", type=Path, help="YOLO-NAS-S export (benchmarks/export_yolonas_s.py)")
     parser.add_argument("--det-model", type=Path, help="ch_PP-OCRv4_det_infer.onnx")
     parser.add_argument("--skip-large", action="store_true", help="only the fast-against-exhaustive verdicts")
+    parser.add_argument("--compare-tree", type=Path, help="another checkout of this repository, timed in turn with this one")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each command (and tree)")
     args = parser.parse_args()
     if not args.skip_large:
         with tempfile.TemporaryDirectory() as folder:

@@ -1,26 +1,30 @@
-"""One onnxruntime session that measures every candidate: Q/DQ pairs switched on and off by inputs.
+"""One onnxruntime session that measures every candidate: each layer and each Q/DQ pair behind a switch.
 
 The sensitivity analysis measures dozens of candidate models that differ only in which layers are
 in int8.  Writing each one and starting a session for it is what made the analysis slow.  So one
-*switch model* holds every Q/DQ pair of the placement, each behind ``Where(switch, dequantized,
-float)``; a boolean graph input per distinct ``requires`` set of :class:`~.placement.Site` (a layer
-alone, a residual pair's fused layer, the layers a flow op feeds) turns it on.  A candidate is a
-choice of switches fed with the input set; the session, its weights and the activation scales are
-built once.
+*switch model* holds both forms of everything the candidates can differ in, each behind an ``If``
+on a boolean graph input (one per distinct ``requires`` set of :class:`~.placement.Site`: a layer, a
+residual pair's fused layer, the layers a flow op feeds):
 
-It computes what the written Q/DQ model (:mod:`.qdq`) computes, bit for bit: the same
-``QuantizeLinear``/``DequantizeLinear`` nodes with the same scales, the same int8 weights (or the
-same weight ``QuantizeLinear`` with ``weights="float"``), and ``Where`` selects values without
-touching them.  With ``float_precision="fp16"`` a layer left in float reads its input, weight and
-bias rounded to float16 and its output is rounded to float16, as :mod:`.precision` does to a written
-model: what TensorRT's FP16 kernels store for the layers it does not run in int8.
+* every layer: ``If(switch, then: layer(DQ(Q(x)), DQ(int8 weight), bias), else: layer(x, weight, bias))``;
+* every other pair (residual, flow): ``If(switch, then: DQ(Q(t)), else: t)`` in front of its reader.
+
+A candidate is a choice of switches fed with the input set; the session, its weights and the
+activation scales are built once.  ``If`` runs only the branch taken, so a layer left in float
+costs what it costs in the float model, and computes with the very kernels the written model uses:
+the switch model computes what the written Q/DQ model (:mod:`.qdq`) computes, bit for bit (the
+same ``QuantizeLinear``/``DequantizeLinear`` nodes and scales, the same int8 weights, or the same
+weight ``QuantizeLinear`` with ``weights="float"``).  With ``float_precision="fp16"`` the float
+branch of a layer reads its input, weight and bias rounded to float16 and rounds its output to
+float16, as :mod:`.precision` does to a written model: what TensorRT's FP16 kernels store for the
+layers it does not run in int8.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from ..runtime.inputs import InputSet
 from ..runtime.providers import ProviderChoice, session
@@ -28,11 +32,27 @@ from .calibrate import run_sets
 from .layers import Layer
 from .placement import Placement
 from .precision import rounded_fp16
-from .qdq import QDQWriter
+from .qdq import QDQWriter, quantized_weight
+
+
+class _Branch:
+    """The nodes of one ``If`` branch; names come from the outer graph's allocator (subgraphs may not shadow)."""
+
+    def __init__(self, writer: QDQWriter) -> None:
+        self.writer = writer
+        self.nodes: list[onnx.NodeProto] = []
+
+    def add(self, op: str, inputs: list[str], base: str, **attributes) -> str:
+        out = self.writer.names.fresh(base)
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self.writer.names.fresh(f"{base}_node"), **attributes))
+        return out
+
+    def graph(self, name: str, output: str) -> onnx.GraphProto:
+        return helper.make_graph(self.nodes, name, [], [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)])
 
 
 class SwitchModel:
-    """The model with every pair behind a switch, and its session."""
+    """The model with every layer and pair behind a switch, and its session."""
 
     def __init__(
         self,
@@ -51,53 +71,65 @@ class SwitchModel:
         self.session = session(self.model, choice, optimize_graph=False)
         self.output_names = [o.name for o in prepared.graph.output]
 
-    def _switch(self, graph: onnx.GraphProto, writer: QDQWriter, requires: frozenset[str]) -> str:
+    def _switch(self, writer: QDQWriter, requires: frozenset[str]) -> str:
         if requires not in self.switches:
             name = writer.names.fresh("int8_switch")
-            graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, []))
+            writer.graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, []))
             self.switches[requires] = name
         return self.switches[requires]
 
     def _build(self, prepared: onnx.ModelProto, limits, weights: str, precision: str) -> onnx.ModelProto:
         copy = onnx.ModelProto()
         copy.CopyFrom(prepared)
-        graph = copy.graph
-        writer = QDQWriter.on(graph)
-        nodes = {n.name: n for n in graph.node}
-        dequantized: dict[tuple[str, str], str] = {}  # (tensor, first consumer) -> its fake-quantized value
+        writer = QDQWriter.on(copy.graph)
+        nodes = {n.name: n for n in copy.graph.node}
+        scale = {key: writer.scale(key, limit) for key, limit in limits.items()}
         for site in self.placement.sites:
-            key = self.placement.key(site.tensor)
-            if (site.tensor, key) not in dequantized:
-                dequantized[(site.tensor, key)] = writer.activation(site.tensor, site.consumer, writer.scale(key, limits[key]))
-            on = self._switch(graph, writer, site.requires)
-            source = dequantized[(site.tensor, key)]
-            if site.role == "layer" and precision == "fp16":
-                off = _cast16(writer, site.consumer, site.tensor)
-            else:
-                off = site.tensor
-            nodes[site.consumer].input[site.slot] = writer.node(site.consumer, "Where", [on, source, off], f"{site.tensor}_switched")
+            if site.role == "layer":
+                continue
+            on = self._switch(writer, site.requires)
+            quantized, kept = _Branch(writer), _Branch(writer)
+            dq = _fake_quantized(quantized, site.tensor, scale[self.placement.key(site.tensor)], writer.zero_point())
+            same = kept.add("Identity", [site.tensor], f"{site.tensor}_float")
+            out = writer.node(site.consumer, "If", [on], f"{site.tensor}_switched",
+                              then_branch=quantized.graph("quantized", dq), else_branch=kept.graph("float", same))
+            nodes[site.consumer].input[site.slot] = out
         for layer in self.layers:
-            self._weight(graph, writer, nodes[layer.name], layer, weights, precision)
+            node = nodes[layer.name]
+            key = self.placement.key(layer.activation)
+            branches = (self._quantized(writer, node, layer, scale[key], weights), self._float(writer, node, layer, precision))
+            on = self._switch(writer, frozenset({layer.name}))
+            switched = helper.make_node("If", [on], list(node.output[:1]), name=node.name,
+                                        then_branch=branches[0], else_branch=branches[1])
+            node.CopyFrom(switched)
         writer.finish()
         return copy
 
-    def _weight(self, graph, writer: QDQWriter, node: onnx.NodeProto, layer: Layer, weights: str, precision: str) -> None:
-        on = self._switch(graph, writer, frozenset({layer.name}))
-        dq = writer.weight(layer, weights)
-        off = layer.weight_name
+    def _quantized(self, writer: QDQWriter, node: onnx.NodeProto, layer: Layer, scale: str, weights: str) -> onnx.GraphProto:
+        branch = _Branch(writer)
+        x = _fake_quantized(branch, node.input[0], scale, writer.zero_point())
+        q, s = quantized_weight(layer)
+        w_scale = writer.constant(f"{layer.weight_name}_scale", s)
+        w_zero = writer.constant(f"{layer.weight_name}_zero_point", np.zeros(s.shape, np.int8))
+        source = writer.constant(f"{layer.weight_name}_int8", q) if weights == "int8" else branch.add(
+            "QuantizeLinear", [node.input[1], w_scale, w_zero], f"{layer.weight_name}_quantized", axis=layer.axis)
+        w = branch.add("DequantizeLinear", [source, w_scale, w_zero], f"{layer.weight_name}_dequantized", axis=layer.axis)
+        out = _layer(branch, node, [x, w] + list(node.input[2:]), f"{node.output[0]}_int8")
+        return branch.graph("int8", out)
+
+    def _float(self, writer: QDQWriter, node: onnx.NodeProto, layer: Layer, precision: str) -> onnx.GraphProto:
+        branch = _Branch(writer)
+        inputs = list(node.input)
         if precision == "fp16":
-            off = writer.constant(f"{layer.weight_name}_fp16", rounded_fp16(layer.weight))
-            if layer.bias_name:
-                bias = _initializer(graph, layer.bias_name)
-                if bias is not None:
-                    b16 = writer.constant(f"{layer.bias_name}_fp16", rounded_fp16(bias))
-                    node.input[2] = writer.node(layer.name, "Where", [on, layer.bias_name, b16], f"{layer.bias_name}_switched")
-            raw = writer.names.fresh(f"{node.output[0]}_fp32")
-            final, node.output[0] = node.output[0], raw
-            half = writer.node(layer.name, "Cast", [raw], f"{final}_to_fp16", after=True, to=onnx.TensorProto.FLOAT16)
-            back = writer.node(layer.name, "Cast", [half], f"{final}_rounded", after=True, to=onnx.TensorProto.FLOAT)
-            writer.node(layer.name, "Where", [on, raw, back], f"{final}_switch", after=True, output=final)
-        node.input[1] = writer.node(layer.name, "Where", [on, dq, off], f"{layer.weight_name}_switched")
+            inputs[0] = _rounded(branch, inputs[0])
+            inputs[1] = writer.constant(f"{layer.weight_name}_fp16", rounded_fp16(layer.weight))
+            bias = _initializer(writer.graph, layer.bias_name) if layer.bias_name else None
+            if bias is not None:
+                inputs[2] = writer.constant(f"{layer.bias_name}_fp16", rounded_fp16(bias))
+        out = _layer(branch, node, inputs, f"{node.output[0]}_float")
+        if precision == "fp16":
+            out = _rounded(branch, out)
+        return branch.graph("float", out)
 
     def feeds(self, quantized: frozenset[str]) -> dict[str, np.ndarray]:
         """The switch inputs for a candidate with exactly ``quantized`` layers in int8."""
@@ -110,14 +142,23 @@ class SwitchModel:
         return [values for _, values in run_sets(self.session, self.output_names, sets, label)]
 
 
-def _cast16(writer: QDQWriter, before: str, tensor: str) -> str:
-    half = writer.node(before, "Cast", [tensor], f"{tensor}_to_fp16", to=onnx.TensorProto.FLOAT16)
-    return writer.node(before, "Cast", [half], f"{tensor}_rounded", to=onnx.TensorProto.FLOAT)
+def _fake_quantized(branch: _Branch, tensor: str, scale: str, zero: str) -> str:
+    q = branch.add("QuantizeLinear", [tensor, scale, zero], f"{tensor}_quantized")
+    return branch.add("DequantizeLinear", [q, scale, zero], f"{tensor}_dequantized")
+
+
+def _layer(branch: _Branch, node: onnx.NodeProto, inputs: list[str], base: str) -> str:
+    out = branch.add(node.op_type, inputs, base)
+    branch.nodes[-1].attribute.extend(node.attribute)
+    return out
+
+
+def _rounded(branch: _Branch, tensor: str) -> str:
+    half = branch.add("Cast", [tensor], f"{tensor}_to_fp16", to=onnx.TensorProto.FLOAT16)
+    return branch.add("Cast", [half], f"{tensor}_rounded", to=onnx.TensorProto.FLOAT)
 
 
 def _initializer(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
-    from onnx import numpy_helper
-
     for t in graph.initializer:
         if t.name == name:
             return numpy_helper.to_array(t)
