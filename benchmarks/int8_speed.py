@@ -37,7 +37,8 @@ from int8_data import det_model, text_sets  # noqa: E402
 
 from qarep_onnx.int8 import quantize  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+REPOSITORY = Path(__file__).resolve().parent.parent
+FIXTURES = REPOSITORY / "fixtures"
 SMALL = (("int8_outlier", (30, 35, 40)), ("net_repvgg_a0_small", (33, 36)), ("qarep_detector", (28, 30, 32)),
          ("net_fastvit_small", (25, 28)))
 
@@ -46,10 +47,12 @@ def timed(args: list[str], label: str, folder: Path, tree: Path | None = None) -
     """Run one command in a fresh process (with ``tree``'s qarep_onnx first on the path when given); its wall
     time and the JSON report it wrote."""
     report = folder / f"{label}.json"
-    env = dict(os.environ, PYTHONPATH=str(tree)) if tree is not None else None
+    # Run from the scratch folder: ``python -m`` puts the working directory first on the path, and a checkout there
+    # would shadow the one asked for.
+    env = dict(os.environ, PYTHONPATH=str(tree or REPOSITORY))
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "qarep_onnx", "-q", *args, "--json", str(report)], capture_output=True,
-                          text=True, env=env)
+                          text=True, env=env, cwd=folder)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{label}: exit {done.returncode}: {done.stderr.strip()}")

@@ -65,6 +65,8 @@ def test_the_planted_outlier_costs_sqnr_and_exclude_auto_wins_it_back(planted):
     assert auto.report.measurement.sqnr_db > everything.report.measurement.sqnr_db + 8
     assert auto.report.all_quantized.sqnr_db == pytest.approx(everything.report.measurement.sqnr_db)
     assert auto.report.layout.float_layers == auto.report.excluded
+    for result in (auto, everything, clean):
+        assert_written(result.model, model)
     assert s.selected == s.suggested and s.reached and s.reached_selection
     # both figures, side by side: the selection's own sets and the held-out sets
     assert [p.count for p in s.curve] == [0, 1]

@@ -142,15 +142,20 @@ def sensitivity_lines(s: Sensitivity, all_quantized: Measurement, chosen: Measur
                      f"weights {_db(r.weight_sqnr_db)} dB)")
     if len(shown) < measured:
         lines.append(f"  ... {measured - len(shown)} more (--all-layers)")
+    how = "the confirmed layers in float" if s.suggested else "every layer in int8"
+    short = (f"  the held-out sets measure {_db(chosen.sqnr_db)} dB with {how}: below the target {s.target_sqnr_db:g} dB"
+             if chosen is not None and not s.reached else None)
     if not s.selected:
         lines.append(f"every layer in int8 reaches the target {s.target_sqnr_db:g} dB on the calibration sets: "
                      "nothing to keep in float" if s.reached_selection else
                      f"no layer kept in float improves on every layer in int8; the target {s.target_sqnr_db:g} dB is out of reach")
-        return lines
+        return lines + ([short] if short else [])
     last = s.curve[-1] if s.curve else None
     how = "reaches" if s.reached_selection else "is the best seen for (target out of reach)"
     lines.append(f"selected on the calibration sets ({len(s.selected)} layer(s) in float {how} {s.target_sqnr_db:g} dB"
                  + (f", {_db(last.selection_sqnr_db)} dB" if last else "") + f"): {names_text(s.selected, show_all)}")
+    if short:
+        lines.append(short)
     if s.suggested:
         final = f" -> {_db(chosen.sqnr_db)} dB" if chosen is not None else ""
         lines.append(f"confirmed on the held-out sets: keep {len(s.suggested)} layer(s) in float{final} (every layer in "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import replace
 from typing import NamedTuple, Sequence
 
 import onnx
@@ -107,11 +108,11 @@ def int8_report(
     ``calib`` (``.npz``/``.npy`` files or input sets; random normal sets when none) by
     ``calib_method`` (max, percentile with ``percentile``, entropy), measured on held-out sets
     (``holdout``, or the last fifth of ``calib``) with the layers left in float computed in
-    ``float_precision`` (fp16 or fp32).  With ``equalize``: cross-layer equalization, kept only when
-    the calibration and the held-out sets both gain.  With ``sensitivity``: layers ranked, the set to
-    keep in float for ``target_sqnr`` dB selected on calibration data and confirmed on the held-out
-    sets (at most ``max_layers`` measured; ``exhaustive`` for the slow reference search), for the
-    form ``quantize`` would write (the folded one when the model folds).  ``provider``: auto, cpu or
+    ``float_precision`` (fp16 or fp32).  For the form ``quantize`` would write (the folded one when the
+    model folds): with ``equalize``, cross-layer equalization, kept only when the calibration and the
+    held-out sets both gain; with ``sensitivity``, layers ranked and the set to keep in float for
+    ``target_sqnr`` dB selected on calibration data and confirmed on the held-out sets (at most
+    ``max_layers`` measured; ``exhaustive`` for the slow reference search).  ``provider``: auto, cpu or
     cuda.  ``progress(phase, done, total)`` is called as the analysis goes.
     """
     settings = _settings(target_sqnr, max_layers, samples, provider, placement, calib_method, percentile, float_precision,
@@ -122,8 +123,10 @@ def int8_report(
     inputs = None if reason else choose_inputs(original, calib, holdout, samples, seed, input_shapes)
     folded = optimize_loaded(LoadedModel(original, (), 0), owned=False, input_shapes=input_shapes)
     target_form = "folded" if folded.report.regions_folded else "as given"
-    given, pipeline = _analysis("as given", original, inputs, choice, settings, set(), sensitivity and target_form == "as given",
-                                target_sqnr, max_layers, progress)
+    # the sensitivity analysis and equalization serve the form quantize writes: the folded one when the model folds
+    given_settings = settings if target_form == "as given" else replace(settings, equalize=False)
+    given, pipeline = _analysis("as given", original, inputs, choice, given_settings, set(),
+                                sensitivity and target_form == "as given", target_sqnr, max_layers, progress)
     report = Int8Report(given, blocks_unfolded=folded.report.blocks_folded, regions_unfolded=folded.report.regions_folded,
                         provider=choice.name, settings=settings)
     if folded.report.regions_folded:

@@ -31,7 +31,7 @@ from .layers import LAYER_OPS
 
 @dataclass(frozen=True)
 class LayerGeometry:
-    """Where a layer's weight keeps its channels (``None``: depends on an attribute, see :func:`weight_axes`)."""
+    """How a layer op lays out its data (its weight axes: :func:`.layers.weight_axes`)."""
 
     channels_last: bool  # the data tensor's channels: last axis (dense) or axis 1 (convolutions)
     grouped: bool  # has a ``group`` attribute
