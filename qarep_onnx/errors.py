@@ -19,6 +19,8 @@ OPTION_WORDS = {
     "holdout": "held-out file",
     "target_sqnr": "target SQNR",
     "max_layers": "max_layers",
+    "calib_method": "calibration method",
+    "float_precision": "float precision",
 }
 
 

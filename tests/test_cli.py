@@ -131,9 +131,18 @@ def test_same_file_with_force_overwrites(model_path):
     assert count(onnx.load(model_path), "Conv") == 1
 
 
-def test_usage_error_is_reported_by_click(tmp_path):
-    result = cli("optimize", tmp_path / "only-one-arg.onnx")
-    assert result.returncode == 2 and "Missing argument" in result.stderr
+@pytest.mark.parametrize("args, words", [
+    (("optimize", "only-one-arg.onnx"), "Missing argument 'OUT'"),
+    (("optimize", "--provider", "foo", "a.onnx", "b.onnx"), "Invalid value for '--provider'"),
+    (("int8", "--calib-method", "median", "a.onnx"), "Invalid value for '--calib-method'"),
+    (("optimize", "--nope", "a.onnx", "b.onnx"), "No such option '--nope'"),
+    (("frobnicate",), "No such command 'frobnicate'"),
+])
+def test_a_usage_error_is_one_line_that_names_the_help(tmp_path, args, words):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.count("\n") == 1 and words in result.stderr and "--help" in result.stderr
+    assert not list(tmp_path.iterdir())
 
 
 # -- validation, reports, inspect, bench ----------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers.int8 import assert_written
 
 from qarep_onnx.errors import UsageError
 from qarep_onnx.int8 import int8_report, quantize
@@ -42,9 +43,10 @@ def planted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("planted")
     model = onnx.load(MODELS / "int8_outlier__torchscript.onnx")
     calib, holdout = _files(tmp, model, range(6), "calib"), _files(tmp, model, [50, 51], "held")
-    auto = quantize(model, calib=calib, holdout=holdout, exclude="auto", provider="cpu")
-    everything = quantize(model, calib=calib, holdout=holdout, provider="cpu")
-    clean = quantize(MODELS / "int8_clean__torchscript.onnx", calib=calib, holdout=holdout, provider="cpu")
+    common = dict(calib=calib, holdout=holdout, calib_method="max", float_precision="fp32", provider="cpu")
+    auto = quantize(model, exclude="auto", target_sqnr=35, **common)
+    everything = quantize(model, **common)
+    clean = quantize(MODELS / "int8_clean__torchscript.onnx", **common)
     return model, holdout, auto, everything, clean
 
 
@@ -62,6 +64,14 @@ def test_the_planted_outlier_costs_sqnr_and_exclude_auto_wins_it_back(planted):
     assert auto.report.measurement.sqnr_db > everything.report.measurement.sqnr_db + 8
     assert auto.report.all_quantized.sqnr_db == pytest.approx(everything.report.measurement.sqnr_db)
     assert auto.report.layout.float_layers == auto.report.excluded
+    for result in (auto, everything, clean):
+        assert_written(result.model, model)
+    assert s.selected == s.suggested and s.reached and s.reached_selection
+    # both figures, side by side: the selection's own sets and the held-out sets
+    assert [p.count for p in s.curve] == [0, 1]
+    assert s.curve[1].holdout_sqnr_db == pytest.approx(auto.report.measurement.sqnr_db, abs=1e-9)
+    assert s.curve[0].holdout_sqnr_db == pytest.approx(everything.report.measurement.sqnr_db, abs=1e-9)
+    assert s.curve[1].selection_sqnr_db > s.curve[0].selection_sqnr_db
 
 
 def test_reported_sqnr_is_what_onnxruntime_measures_on_the_held_out_files(planted):
@@ -81,8 +91,8 @@ def test_unfolded_repvgg_quantizes_branch_by_branch_and_folded_one_conv_per_bloc
     path = MODELS / "net_repvgg_a0_small__torchscript.onnx"
     model = onnx.load(path)
     calib, holdout = _files(tmp_path, model, range(4), "c"), _files(tmp_path, model, [9], "h")
-    unfolded = quantize(model, calib=calib, holdout=holdout, fold=False, provider="cpu")
-    folded = quantize(model, calib=calib, holdout=holdout, provider="cpu")
+    unfolded = quantize(model, calib=calib, holdout=holdout, fold=False, placement="narrow", provider="cpu")
+    folded = quantize(model, calib=calib, holdout=holdout, placement="narrow", provider="cpu")
     assert unfolded.report.fold is None and folded.report.fold.blocks_folded == 12
     assert (len(unfolded.report.layout.quantized_layers), unfolded.report.layout.qdq_pairs) == (25, 50)
     assert (len(folded.report.layout.quantized_layers), folded.report.layout.qdq_pairs) == (13, 26)
@@ -94,8 +104,12 @@ def test_unfolded_repvgg_quantizes_branch_by_branch_and_folded_one_conv_per_bloc
     assert not any(n.op_type == "BatchNormalization" for n in folded.model.graph.node)
     for result in (unfolded, folded):
         assert 25 < result.report.measurement.sqnr_db < 60
+        assert_written(result.model, model)
+    # TensorRT's placement adds the skip inputs of the unfolded blocks' sums (the identity BatchNorm's output)
+    trt = quantize(model, calib=calib, holdout=holdout, fold=False, provider="cpu").report.layout
+    assert trt.residual_pairs > 0 and trt.qdq_pairs == 50 + trt.residual_pairs + trt.flow_pairs
     # the fold merges the identity and 1x1 branches into the 3x3 centre taps: int8 holds those weights less well
-    report = int8_report(path, calib=calib, holdout=holdout, sensitivity=False, provider="cpu")
+    report = int8_report(path, calib=calib, holdout=holdout, sensitivity=False, placement="narrow", provider="cpu")
     given = np.median([w.sqnr_per_channel_db for w in report.model.layers if w.op_type == "Conv"])
     fused = np.median([w.sqnr_per_channel_db for w in report.folded.layers if w.from_fold])
     assert fused < given - 5
@@ -106,8 +120,8 @@ def test_unfolded_repvgg_quantizes_branch_by_branch_and_folded_one_conv_per_bloc
 def test_int8_report_of_a_folded_model_and_its_json(planted):
     model, holdout, auto, _, _ = planted
     report = int8_report(model, samples=2, provider="cpu")
-    document = json.loads(json.dumps(report.to_dict()))
-    assert document["schema"] == "qarep-onnx.int8" and document["schema_version"] == 1
+    document = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert document["schema"] == "qarep-onnx.int8" and document["schema_version"] == 2
     assert document["folded"] is None and document["blocks_unfolded"] == 0
     assert [l["name"] for l in document["model"]["layers"] if l["outlier"]] == [PLANT["planted_layer"]]
     assert document["model"]["inputs"]["random"] is True
@@ -124,16 +138,17 @@ def test_sensitivity_is_capped_and_reports_what_it_skipped():
     assert not set(s.suggested) & set(s.not_measured)
 
 
-def test_an_unreachable_target_keeps_the_best_set_seen_and_says_so():
+def test_an_unreachable_target_selects_the_best_set_seen_and_says_so():
     path = MODELS / "int8_outlier__torchscript.onnx"
     result = quantize(path, samples=2, exclude="auto", target_sqnr=200, max_layers=2, provider="cpu")
     s = result.report.sensitivity
-    assert not s.reached and len(s.ranking) == 2 and len(s.not_measured) == 5
+    assert not s.reached and not s.reached_selection and len(s.ranking) == 2 and len(s.not_measured) == 5
     best = max(s.steps, key=lambda m: m.sqnr_db)
-    assert result.report.excluded == best.excluded and result.report.measurement.sqnr_db == pytest.approx(best.sqnr_db)
-    assert any("reaches 200 dB" in n for n in result.report.notes)
+    assert set(s.selected) == set(best.excluded)
+    assert result.report.excluded == s.suggested and set(s.suggested) <= set(s.selected)
+    assert any("do not reach 200 dB" in n for n in result.report.notes)
     with pytest.raises(UsageError, match="every layer in float"):
-        quantize(path, samples=2, exclude="auto", target_sqnr=200, provider="cpu")
+        quantize(path, samples=2, exclude=".*", provider="cpu")
 
 
 def _empty(tmp_path):
@@ -158,9 +173,9 @@ def test_calibration_and_held_out_sets_never_overlap(tmp_path):
         choose_inputs(model, files, [_empty(tmp_path)])
     calibration, held, _ = choose_inputs(model, files[:2], None)
     assert len(calibration) == len(held) == 1
-    with pytest.raises(UsageError, match="one --calib file cannot be split"):
+    with pytest.raises(UsageError, match="one calibration file cannot be split"):
         choose_inputs(model, files[:1], None)
-    with pytest.raises(UsageError, match="--holdout needs --calib"):
+    with pytest.raises(UsageError, match="held-out sets need calibration sets too"):
         choose_inputs(model, None, files[:1])
     bad = tmp_path / "bad.npz"
     np.savez(bad, wrong=np.zeros(3, np.float32))

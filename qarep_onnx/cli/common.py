@@ -28,6 +28,11 @@ FLAGS = {
     "target_sqnr": "--target-sqnr",
     "max_layers": "--max-layers",
     "exclude": "--exclude",
+    "percentile": "--percentile",
+    "placement": "--placement",
+    "calib_method": "--calib-method",
+    "float_precision": "--float-precision",
+    "weights": "--weights",
     "output_map": "--output-map",
 }
 

@@ -1,4 +1,8 @@
-"""The INT8 reports as lines of text for people; the CLI prints them.  Pure functions from data to lines."""
+"""The INT8 reports as lines of text for people; the CLI prints them.  Pure functions from data to lines.
+
+Bounded: a list shows at most :data:`SHOWN` names and counts the rest, unless ``show_all``
+(``--all-layers``); ``--json`` and ``--html`` always hold everything.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,32 @@ import math
 from collections import Counter
 
 from ..int8.report import (
+    Equalization,
     Int8Report,
     LayerWeights,
     Measurement,
     ModelAnalysis,
     QuantizeReport,
     Sensitivity,
+    Settings,
 )
 from ..int8.weights import SPREAD_LIMIT, SQNR_LIMIT_DB
 
-SHOWN_LAYERS = 12  # weight rows shown without --all-layers (outliers always are)
+SHOWN = 10  # names per list (weight rows, pairs, layers) without --all-layers
 SHOWN_RANKING = 5
 FORM = "Q/DQ int8 as TensorRT's explicit quantization takes it (zero points 0, weights per output channel, activations per tensor)"
 
 
-def _db(x: float) -> str:
+def _db(x: float | None) -> str:
+    if x is None or math.isnan(x):
+        return "n/a"
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     return f"{x:.1f}"
+
+
+def _cosine(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.5f}"
 
 
 def _provider(name: str) -> str:
@@ -34,28 +46,42 @@ def _num(x: float) -> str:
     return f"{x:.3g}"
 
 
+def names_text(names, show_all: bool = False) -> str:
+    """At most :data:`SHOWN` names, the rest counted."""
+    names = list(names)
+    if show_all or len(names) <= SHOWN:
+        return " ".join(names)
+    return " ".join(names[:SHOWN]) + f" ... and {len(names) - SHOWN} more (--all-layers)"
+
+
 def _measurement(m: Measurement) -> str:
     if len(m.outputs) == 1:
         o = m.outputs[0]
-        return f"output SQNR {_db(o.sqnr_db)} dB, cosine {o.cosine:.5f}"
+        return f"output SQNR {_db(o.sqnr_db)} dB, cosine {_cosine(o.cosine)}"
     worst = min(m.outputs, key=lambda o: o.sqnr_db)
-    return f"worst output '{worst.name}' SQNR {_db(worst.sqnr_db)} dB (cosine {worst.cosine:.5f})"
+    return f"worst output '{worst.name}' SQNR {_db(worst.sqnr_db)} dB (cosine {_cosine(worst.cosine)})"
 
 
 def _outputs(m: Measurement, indent: str = "    ") -> list[str]:
-    if len(m.outputs) < 2:
-        return []
-    return [f"{indent}{o.name}: SQNR {_db(o.sqnr_db)} dB, cosine {o.cosine:.5f}" for o in m.outputs]
+    lines = []
+    if len(m.outputs) >= 2:
+        lines += [f"{indent}{o.name}: SQNR {_db(o.sqnr_db)} dB, cosine {_cosine(o.cosine)}" for o in m.outputs[:SHOWN]]
+        if len(m.outputs) > SHOWN:
+            lines.append(f"{indent}... {len(m.outputs) - SHOWN} more outputs (--json has every one)")
+    for o in m.outputs:
+        if o.nonfinite:
+            lines.append(f"{indent}{o.name}: {o.nonfinite} non-finite FP32 value(s) compared by position"
+                         + (f", {o.nonfinite_mismatches} differ in INT8" if o.nonfinite_mismatches else ", all equal in INT8"))
+    return lines
 
 
 def weight_lines(layers: list[LayerWeights], show_all: bool = False) -> list[str]:
-    """The weight table: every layer, or the outliers and the worst per-tensor ones."""
+    """The weight table: every layer, or the outliers and the worst per-tensor ones (at most ten rows)."""
     if not layers:
         return ["weights: no Conv, ConvTranspose, Gemm or MatMul with a constant weight"]
     shown = layers
-    if not show_all and len(layers) > SHOWN_LAYERS:
-        worst = sorted(layers, key=lambda l: (not l.outlier, l.sqnr_per_tensor_db))[:SHOWN_LAYERS]
-        keep = {l.name for l in worst} | {l.name for l in layers if l.outlier}
+    if not show_all and len(layers) > SHOWN:
+        keep = {l.name for l in sorted(layers, key=lambda l: (not l.outlier, l.sqnr_per_tensor_db))[:SHOWN]}
         shown = [l for l in layers if l.name in keep]
     name_width = max(len("layer"), *(len(l.name) for l in shown))
     op_width = max(len("op"), *(len(l.op_type) for l in shown))
@@ -85,10 +111,29 @@ def weight_lines(layers: list[LayerWeights], show_all: bool = False) -> list[str
     return lines
 
 
+def equalization_lines(e: Equalization, show_all: bool = False) -> list[str]:
+    if not e.pairs:
+        return [f"equalization: not applied ({e.reason})"]
+    verdict = "kept" if e.kept else "not kept"
+    lines = [f"equalization: {len(e.pairs)} pair(s) balanced, {verdict}: {e.reason}",
+             f"  every layer in int8: calibration sets {_db(e.selection_before_db)} -> {_db(e.selection_after_db)} dB, "
+             f"held-out sets {_db(e.holdout_before_db)} -> {_db(e.holdout_after_db)} dB; float model validation {e.validation}"]
+    pairs = sorted(e.pairs, key=lambda p: -p.spread_before)
+    shown = pairs if show_all else pairs[:SHOWN]
+    for p in shown:
+        via = f" -> {p.between}" if p.between else ""
+        lines.append(f"  {p.first}{via} -> {p.second}: activation spread {_num(p.spread_before)} -> {_num(p.spread_after)}, "
+                     f"SQNR {_db(p.activation_sqnr_before_db)} -> {_db(p.activation_sqnr_after_db)} dB")
+    if len(shown) < len(pairs):
+        lines.append(f"  ... {len(pairs) - len(shown)} more pairs (--all-layers)")
+    return lines
+
+
 def sensitivity_lines(s: Sensitivity, all_quantized: Measurement, chosen: Measurement | None, show_all: bool = False) -> list[str]:
     measured = len(s.ranking)
     total = measured + len(s.not_measured)
-    lines = [f"sensitivity: end-to-end SQNR with each layer alone in int8, most costly first ({measured} of {total} layers measured"
+    lines = [f"sensitivity: end-to-end SQNR with each layer alone in int8 on {len(s.ranking_sets)} calibration set(s), most "
+             f"costly first ({measured} of {total} layers measured"
              + (f"; the cap --max-layers {s.max_layers} skipped those predicted cheapest)" if s.not_measured else ")")]
     shown = s.ranking if show_all else s.ranking[:SHOWN_RANKING]
     width = max((len(r.name) for r in shown), default=0)
@@ -97,84 +142,118 @@ def sensitivity_lines(s: Sensitivity, all_quantized: Measurement, chosen: Measur
                      f"weights {_db(r.weight_sqnr_db)} dB)")
     if len(shown) < measured:
         lines.append(f"  ... {measured - len(shown)} more (--all-layers)")
-    if not s.suggested:
-        if s.reached:
-            lines.append(f"every layer in int8 reaches the target {s.target_sqnr_db:g} dB: nothing to keep in float")
-        else:
-            lines.append(f"no layer kept in float improves on every layer in int8; the target {s.target_sqnr_db:g} dB is out of reach")
-        return lines
-    names = " ".join(s.suggested)
-    if s.reached:
-        lines.append(f"keep in float for >= {s.target_sqnr_db:g} dB ({len(s.suggested)} layer(s)): {names}")
+    how = "the confirmed layers in float" if s.suggested else "every layer in int8"
+    short = (f"  the held-out sets measure {_db(chosen.sqnr_db)} dB with {how}: below the target {s.target_sqnr_db:g} dB"
+             if chosen is not None and not s.reached else None)
+    if not s.selected:
+        lines.append(f"every layer in int8 reaches the target {s.target_sqnr_db:g} dB on the calibration sets: "
+                     "nothing to keep in float" if s.reached_selection else
+                     f"no layer kept in float improves on every layer in int8; the target {s.target_sqnr_db:g} dB is out of reach")
+        return lines + ([short] if short else [])
+    last = s.curve[-1] if s.curve else None
+    how = "reaches" if s.reached_selection else "is the best seen for (target out of reach)"
+    lines.append(f"selected on the calibration sets ({len(s.selected)} layer(s) in float {how} {s.target_sqnr_db:g} dB"
+                 + (f", {_db(last.selection_sqnr_db)} dB" if last else "") + f"): {names_text(s.selected, show_all)}")
+    if short:
+        lines.append(short)
+    if s.suggested:
+        final = f" -> {_db(chosen.sqnr_db)} dB" if chosen is not None else ""
+        lines.append(f"confirmed on the held-out sets: keep {len(s.suggested)} layer(s) in float{final} (every layer in "
+                     f"int8: {_db(all_quantized.sqnr_db)} dB): {names_text(s.suggested, show_all)}")
+        if s.dropped:
+            lines.append(f"  {len(s.dropped)} selected layer(s) did not hold their gain on the held-out sets and stay in "
+                         f"int8: {names_text(s.dropped, show_all)}")
+        lines.append("  quantize with --exclude auto, or --exclude NAME ...")
     else:
-        lines.append(f"the target {s.target_sqnr_db:g} dB is out of reach; the best set seen keeps {len(s.suggested)} "
-                     f"layer(s) in float: {names}")
-    result = f" -> {_db(chosen.sqnr_db)} dB" if chosen is not None else ""
-    lines.append(f"  with them in float{result} (every layer in int8: {_db(all_quantized.sqnr_db)} dB); "
-                 "quantize with --exclude auto, or --exclude NAME ...")
+        lines.append(f"not confirmed: no prefix of the selected layers gains on the held-out sets (every layer in int8: "
+                     f"{_db(all_quantized.sqnr_db)} dB); nothing is suggested")
     return lines
 
 
-def analysis_lines(a: ModelAnalysis, provider: str, show_all: bool = False) -> list[str]:
+def _settings_line(settings: Settings, placement: dict[str, int]) -> str:
+    method = settings.calib_method + (f" {settings.percentile:g}%" if settings.calib_method == "percentile" else "")
+    where = ", ".join(f"{placement[role]} {noun}" for role, noun in (("layer", "layer inputs"), ("residual", "residual inputs"),
+                                                                         ("flow", "flow-op inputs")) if placement.get(role))
+    return (f"  placement {settings.placement} ({where} with every layer in int8); activation scales: {method} "
+            f"calibration; layers left in float measured in {settings.float_precision}")
+
+
+def analysis_lines(a: ModelAnalysis, provider: str, settings: Settings, show_all: bool = False) -> list[str]:
     lines = weight_lines(a.layers, show_all)
     if a.skipped:
         return lines + [f"end to end: skipped ({a.skipped})"]
     if a.quantized is None:
         return lines
     lines.append(f"end to end: {FORM},")
-    lines.append(f"  FP32 against INT8 on held-out inputs, run on onnxruntime ({_provider(provider)}; Q/DQ executed as written)")
+    lines.append(f"  FP32 against INT8, run on onnxruntime ({_provider(provider)}; Q/DQ executed as written)")
+    lines.append(_settings_line(settings, a.placement))
     if a.inputs is not None:
         lines.append(f"  inputs: {a.inputs.note}")
-    lines.append(f"  every layer in int8: {_measurement(a.quantized)}")
+    calibration = f"calibration sets {_db(a.quantized_selection.sqnr_db)} dB; " if a.quantized_selection else ""
+    lines.append(f"  every layer in int8: {calibration}held-out sets {_measurement(a.quantized)}")
     lines += _outputs(a.quantized)
+    if a.equalization is not None:
+        lines += equalization_lines(a.equalization, show_all)
     if a.sensitivity is not None:
         lines += sensitivity_lines(a.sensitivity, a.quantized, a.with_suggestion, show_all)
     return lines
 
 
+def _kinds(layers: list[LayerWeights]) -> str:
+    counts = Counter(l.op_type for l in layers)
+    return ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+
+
 def int8_lines(report: Int8Report, model_label: str, show_all: bool = False) -> list[str]:
     a = report.model
-    counts = Counter(l.op_type for l in a.layers)
-    kinds = ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
     if report.regions_unfolded:
         state = (f"{report.blocks_unfolded} unfolded block(s) ({report.regions_unfolded} region(s) the fold merges into one Conv); "
                  "figures for the folded model follow")
     else:
         state = "no unfolded blocks"
-    lines = [f"{model_label}: {len(a.layers)} layers ({kinds or 'none'}); {state}"]
-    lines += analysis_lines(a, report.provider, show_all)
+    lines = [f"{model_label}: {len(a.layers)} layers ({_kinds(a.layers) or 'none'}); {state}"]
+    lines += analysis_lines(a, report.provider, report.settings, show_all)
     if report.folded is not None:
         f = report.folded
-        counts = Counter(l.op_type for l in f.layers)
-        kinds = ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
         lines.append("")
-        lines.append(f"folded ({len(f.layers)} layers: {kinds}; 'fold' marks the Convs the fold wrote):")
-        lines += analysis_lines(f, report.provider, show_all)
+        lines.append(f"folded ({len(f.layers)} layers: {_kinds(f.layers)}; 'fold' marks the Convs the fold wrote):")
+        lines += analysis_lines(f, report.provider, report.settings, show_all)
         if a.quantized is not None and f.quantized is not None:
             lines.append(f"every layer in int8: as given {_db(a.quantized.sqnr_db)} dB, folded {_db(f.quantized.sqnr_db)} dB")
     lines += [f"note: {n}" for n in report.notes]
     return lines
 
 
-def quantize_lines(report: QuantizeReport) -> list[str]:
+def quantize_lines(report: QuantizeReport, show_all: bool = False) -> list[str]:
     layout = report.layout
     total = len(layout.quantized_layers) + len(layout.float_layers)
-    lines = [f"quantized {len(layout.quantized_layers)} of {total} layers to int8: {layout.qdq_pairs} Q/DQ pairs, "
-             f"symmetric (zero points 0), weights per output channel, activations per tensor, opset {layout.opset}"]
+    weights = "int8 weights behind DequantizeLinear" if layout.int8_weights else "float weights behind Q/DQ"
+    lines = [f"quantized {len(layout.quantized_layers)} of {total} layers to int8: {layout.qdq_pairs} Q/DQ pairs "
+             f"({layout.residual_pairs} on residual inputs, {layout.flow_pairs} around pooling/Concat/Resize/reshapes; "
+             f"placement {report.settings.placement}), symmetric (zero points 0), weights per output channel "
+             f"({weights}), activations per tensor, opset {layout.opset}"]
     if report.excluded:
-        how = "suggested by the sensitivity analysis" if report.exclude_mode == "auto" else "--exclude"
-        lines.append(f"  kept in float ({how}): {' '.join(report.excluded)}")
-    elif report.sensitivity is not None and report.sensitivity.reached:
+        how = "selected on the calibration sets, confirmed on the held-out sets" if report.exclude_mode == "auto" else "--exclude"
+        lines.append(f"  kept in float ({how}): {names_text(report.excluded, show_all)}")
+    elif report.sensitivity is not None and report.sensitivity.reached_selection and not report.sensitivity.selected:
         lines.append(f"  kept in float: none (every layer in int8 reaches {report.sensitivity.target_sqnr_db:g} dB)")
+    if report.equalization is not None:
+        lines += ["  " + line for line in equalization_lines(report.equalization, show_all)[:2]]
     lines.append(f"  inputs: {report.inputs.note}")
     compare = (f" (every layer in int8: {_db(report.all_quantized.sqnr_db)} dB)"
                if report.all_quantized is not None and report.excluded else "")
-    lines.append(f"  measured on onnxruntime ({_provider(report.provider)}), "
-                 f"FP32 against the Q/DQ model: {_measurement(report.measurement)}{compare}")
+    lines.append(f"  measured on onnxruntime ({_provider(report.provider)}; layers left in float in "
+                 f"{report.settings.float_precision}), FP32 against the Q/DQ model on the held-out sets: "
+                 f"{_measurement(report.measurement)}{compare}")
     lines += _outputs(report.measurement)
-    if report.sensitivity is not None:
+    if report.sensitivity is not None and report.sensitivity.ranking:
         s = report.sensitivity
         head = ", ".join(f"{r.name} {_db(r.sqnr_db)} dB" for r in s.ranking[:3])
         lines.append(f"  most costly alone: {head}" + (" ..." if len(s.ranking) > 3 else ""))
+        if s.selected:
+            last = s.curve[-1]
+            lines.append(f"  selection: {len(s.selected)} layer(s) in float give {_db(last.selection_sqnr_db)} dB on the "
+                         f"calibration sets and {_db(last.holdout_sqnr_db)} dB on the held-out sets; "
+                         f"{len(s.suggested)} confirmed")
     lines += [f"note: {n}" for n in report.notes]
     return lines

@@ -70,8 +70,13 @@ def main(args: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("qarep-onnx: aborted; no output written", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # click's own words, on one line like every other error
+        command = exc.ctx.command_path if exc.ctx is not None else "qarep-onnx"
+        message = first_line(exc.format_message()).rstrip(".")
+        click.echo(f"qarep-onnx: error: {message} (see '{command} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"qarep-onnx: error: {first_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("qarep-onnx: interrupted; no output written", err=True)

@@ -173,3 +173,36 @@ def remove_unread(
             if candidates is not None:
                 candidates.update(t for t in node.input if t)
             del nodes[k]
+
+
+def drop_unread_initializers(graph: onnx.GraphProto) -> None:
+    """Delete the graph's initializers that no node (nor body) reads and that are not a graph output or
+    the default of a graph input."""
+    kept_names = {o.name for o in graph.output} | {i.name for i in graph.input}
+    read = kept_names.union(*(node_reads(n) for n in graph.node))
+    kept = [t for t in graph.initializer if t.name in read]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+
+
+def topologically_sorted(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` in an order where every tensor is computed before it is read, bodies' reads included;
+    stable (the given order wherever it already is).  ``available``: what is there before any node runs
+    (graph inputs, initializers, outer scopes).  A cycle is left in place for the checker to report."""
+    known = set(available) | {""}
+    produced = {o for n in nodes for o in n.output}
+    done: list[onnx.NodeProto] = []
+    pending = list(nodes)
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(name in known or name not in produced for name in node_reads(node)):
+                done.append(node)
+                known.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            return done + waiting
+        pending = waiting
+    return done

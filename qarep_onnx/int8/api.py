@@ -6,34 +6,35 @@ long steps on the ``qarep_onnx.progress`` logger and report finer progress throu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+from dataclasses import replace
 from typing import NamedTuple, Sequence
 
 import onnx
 
+from ..adapters import ModelLike, adapt
 from ..api import optimize_loaded
-from ..errors import InputModelError, UsageError
-from ..io import LoadedModel, check_is_model, read_model
+from ..errors import QarepError, UsageError
+from ..io import LoadedModel
 from ..progress import step
 from ..runtime.inputs import InputSet
-from ..runtime.providers import ProviderChoice, select_provider
-from .calibrate import float_runs
+from ..runtime.providers import select_provider
+from .analysis import Pipeline, analyse_model
+from .calibrate import run_model
+from .calibration_methods import CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_PERCENTILE
 from .datasets import RANDOM_NOTE, choose_inputs
-from .layers import Layer, find_layers
+from .exclude import resolve
+from .flops import estimate_at_input_shapes
 from .measure import measure
-from .prepare import float32_reason, prepare
-from .qdq import build_qdq, mark_inferred, qdq_layout
-from .report import Inputs, Int8Report, ModelAnalysis, QuantizeReport
-from .sensitivity import (
-    DEFAULT_MAX_LAYERS,
-    DEFAULT_TARGET_SQNR_DB,
-    Candidates,
-    Progress,
-    analyse,
-)
-from .weights import weight_report
+from .placement import PLACEMENTS
+from .precision import FLOAT_PRECISIONS, emulate_fp16
+from .prepare import float32_reason
+from .qdq import WEIGHT_FORMS, build_qdq, qdq_layout
+from .report import Int8Report, QuantizeReport, Settings
+from .sensitivity import DEFAULT_MAX_LAYERS, DEFAULT_TARGET_SQNR_DB, Progress
 
 log = logging.getLogger("qarep_onnx")
 
@@ -45,85 +46,39 @@ class QuantizeResult(NamedTuple):
     report: QuantizeReport
 
 
-def _model_of(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
-    if isinstance(model, onnx.ModelProto):
-        check_is_model(model, "model")
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        with step(f"loading {model}"):
-            return read_model(model).model
-    raise InputModelError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
+def _model_of(model: ModelLike) -> onnx.ModelProto:
+    """The model as a proto (a path, a proto, a graphsurgeon graph or an ONNXProgram, as optimize takes them)."""
+    with step(f"loading {model}") if isinstance(model, (str, os.PathLike)) else contextlib.nullcontext():
+        return adapt(model).loaded.model
 
 
-def _check_arguments(target_sqnr: float, max_layers: int, samples: int, provider: str) -> None:
+def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise UsageError(f"choose one of {', '.join(allowed)}", option=name, value=value)
+
+
+def _settings(target_sqnr, max_layers, samples, provider, placement, calib_method, percentile, float_precision, weights,
+              equalize, exhaustive) -> Settings:
     if provider == "tensorrt":
         raise UsageError(
-            "--provider tensorrt: the INT8 figures are measured on onnxruntime's CPU or CUDA provider (the Q/DQ nodes "
-            "executed as written); TensorRT's own INT8 engine is not built here: use cpu, cuda or auto"
-        )
+            "the INT8 figures are measured on onnxruntime's CPU or CUDA provider (the Q/DQ nodes executed as "
+            "written); TensorRT's own INT8 engine is not built here: use cpu, cuda or auto", option="provider", value=provider)
     if not math.isfinite(target_sqnr):
-        raise UsageError(f"--target-sqnr {target_sqnr} is not a finite number of dB")
+        raise UsageError("not a finite number of dB", option="target_sqnr", value=target_sqnr)
     if max_layers < 1:
-        raise UsageError(f"--max-layers {max_layers}: measure at least one layer")
+        raise UsageError("measure at least one layer", option="max_layers", value=max_layers)
     if samples < 1:
-        raise UsageError(f"--samples {samples}: draw at least one calibration set")
-
-
-class _Prepared(NamedTuple):
-    model: onnx.ModelProto
-    layers: list[Layer]
-
-
-def _prepared(model: onnx.ModelProto) -> _Prepared:
-    working = prepare(model)
-    mark_inferred(working)
-    return _Prepared(working, find_layers(working))
-
-
-def _candidates(prepared: _Prepared, original, calibration, holdout, choice: ProviderChoice) -> Candidates:
-    tensors = sorted({layer.activation for layer in prepared.layers})
-    with step("calibrating activation ranges"):
-        runs = float_runs(prepared.model, tensors, calibration, holdout, choice)
-    return Candidates(prepared.model, original, prepared.layers, runs, holdout, choice)
-
-
-def _analysis(
-    label: str,
-    model: onnx.ModelProto,
-    inputs: tuple[list[InputSet], list[InputSet], Inputs] | None,
-    choice: ProviderChoice,
-    folded_names: set[str],
-    sensitivity: bool,
-    target_sqnr: float,
-    max_layers: int,
-    progress: Progress | None,
-) -> ModelAnalysis:
-    prepared = _prepared(model)
-    analysis = ModelAnalysis(label, weight_report(prepared.layers, folded_names))
-    reason = float32_reason(model)
-    if reason is not None:
-        analysis.skipped = reason
-        return analysis
-    if not prepared.layers:
-        analysis.skipped = "the model has no Conv, ConvTranspose, Gemm or MatMul with a constant weight to quantize"
-        return analysis
-    calibration, holdout, described = inputs
-    analysis.inputs = described
-    candidates = _candidates(prepared, model, calibration, holdout, choice)
-    noun = "model as given" if label == "as given" else f"{label} model"
-    with step(f"measuring the {noun} in int8"):
-        analysis.quantized = candidates.measure(())
-    if sensitivity:
-        with step(f"ranking the layers of the {noun}"):
-            analysis.sensitivity, analysis.with_suggestion = analyse(
-                candidates, analysis.layers, analysis.quantized, target_sqnr, max_layers,
-                (lambda phase, done, total: progress(f"{label}: {phase}", done, total)) if progress else None,
-            )
-    return analysis
+        raise UsageError("draw at least one calibration set", option="samples", value=samples)
+    if not (math.isfinite(percentile) and 50.0 <= percentile <= 100.0):
+        raise UsageError("give a percentage between 50 and 100", option="percentile", value=percentile)
+    for name, value, allowed in (("placement", placement, PLACEMENTS), ("calib_method", calib_method, CALIB_METHODS),
+                                 ("float_precision", float_precision, FLOAT_PRECISIONS), ("weights", weights, WEIGHT_FORMS)):
+        _choice(name, value, allowed)
+    return Settings(placement, calib_method, percentile, float_precision, weights, bool(equalize), bool(exhaustive))
 
 
 def int8_report(
-    model: onnx.ModelProto | str | os.PathLike,
+    model: ModelLike,
     *,
     calib: Files | None = None,
     holdout: Files | None = None,
@@ -134,41 +89,77 @@ def int8_report(
     sensitivity: bool = True,
     provider: str = "auto",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    placement: str = "tensorrt",
+    calib_method: str = DEFAULT_CALIB_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+    float_precision: str = "fp16",
+    weights: str = "int8",
+    equalize: bool = False,
+    exhaustive: bool = False,
     progress: Progress | None = None,
 ) -> Int8Report:
     """What post-training int8 does to ``model``, and to its folded form when it still has foldable blocks.
 
-    Per layer: the weight figures (:mod:`.weights`, no calibration).  End to end: the model
-    quantized the way TensorRT's explicit quantization takes it (:mod:`.qdq`), calibrated on
-    ``calib`` (``.npz``/``.npy`` files or input sets; random normal sets when none) and measured on
-    held-out sets (``holdout``, or the last fifth of ``calib``).  With ``sensitivity``: layers ranked
-    by cost and the set to keep in float for ``target_sqnr`` dB (at most ``max_layers`` measured).
-    ``provider``: auto, cpu or cuda.  ``progress(phase, done, total)`` is called as the sensitivity
-    analysis goes.
+    Per layer: the weight figures (:mod:`.weights`, no calibration).  End to end: the model in Q/DQ
+    int8 as TensorRT takes it (``placement`` "tensorrt" or "narrow", :mod:`.placement`), scales from
+    ``calib`` (``.npz``/``.npy`` files or input sets; random normal sets when none) by
+    ``calib_method`` (max, percentile with ``percentile``, entropy), measured on held-out sets
+    (``holdout``, or the last fifth of ``calib``) with the layers left in float computed in
+    ``float_precision`` (fp16 or fp32).  For the form ``quantize`` would write (the folded one when the
+    model folds): with ``equalize``, cross-layer equalization, kept only when the calibration and the
+    held-out sets both gain; with ``sensitivity``, layers ranked and the set to keep in float for
+    ``target_sqnr`` dB selected on calibration data and confirmed on the held-out sets (at most
+    ``max_layers`` measured; ``exhaustive`` for the slow reference search).  ``provider``: auto, cpu or
+    cuda.  ``progress(phase, done, total)`` is called as the analysis goes.
     """
-    _check_arguments(target_sqnr, max_layers, samples, provider)
+    settings = _settings(target_sqnr, max_layers, samples, provider, placement, calib_method, percentile, float_precision,
+                         weights, equalize, exhaustive)
     original = _model_of(model)
     choice = select_provider(provider)
     reason = float32_reason(original)
     inputs = None if reason else choose_inputs(original, calib, holdout, samples, seed, input_shapes)
     folded = optimize_loaded(LoadedModel(original, (), 0), owned=False, input_shapes=input_shapes)
-    common = dict(choice=choice, sensitivity=sensitivity, target_sqnr=target_sqnr, max_layers=max_layers, progress=progress)
-    report = Int8Report(
-        _analysis("as given", original, inputs, folded_names=set(), **common),
-        blocks_unfolded=folded.report.blocks_folded,
-        regions_unfolded=folded.report.regions_folded,
-        provider=choice.name,
-    )
+    target_form = "folded" if folded.report.regions_folded else "as given"
+    # the sensitivity analysis and equalization serve the form quantize writes: the folded one when the model folds
+    given_settings = settings if target_form == "as given" else replace(settings, equalize=False)
+    given, pipeline = _analysis("as given", original, inputs, choice, given_settings, set(),
+                                sensitivity and target_form == "as given", target_sqnr, max_layers, progress)
+    report = Int8Report(given, blocks_unfolded=folded.report.blocks_folded, regions_unfolded=folded.report.regions_folded,
+                        provider=choice.name, settings=settings)
     if folded.report.regions_folded:
         names = {f.node for f in folded.report.folds if not f.graph}
-        report.folded = _analysis("folded", folded.model, inputs, folded_names=names, **common)
+        references = pipeline.candidates.runs.references if pipeline is not None else None
+        report.folded, _ = _analysis("folded", folded.model, inputs, choice, settings, names, sensitivity, target_sqnr,
+                                     max_layers, progress, references)
     if inputs is not None and inputs[2].random:
         report.notes.append(RANDOM_NOTE)
     return report
 
 
+def _analysis(label, model, inputs, choice, settings, folded_names, sensitivity, target_sqnr, max_layers, progress,
+              references=None):
+    from .report import ModelAnalysis
+    from .weights import weight_report
+
+    reason = float32_reason(model)
+    if reason is not None or inputs is None:
+        from .layers import find_layers
+        from .prepare import prepare
+
+        analysis = ModelAnalysis(label, weight_report(find_layers(prepare(model)), folded_names))
+        analysis.skipped = reason or ""
+        return analysis, None
+    calibration, holdout, described = inputs
+    noun = "model as given" if label == "as given" else f"{label} model"
+    with step(f"measuring the {noun} in int8"):
+        analysis, pipeline = analyse_model(label, model, calibration, holdout, choice, settings, folded_names, sensitivity,
+                                           target_sqnr, max_layers, progress, references)
+    analysis.inputs = described
+    return analysis, pipeline
+
+
 def quantize(
-    model: onnx.ModelProto | str | os.PathLike,
+    model: ModelLike,
     *,
     calib: Files | None = None,
     holdout: Files | None = None,
@@ -180,87 +171,111 @@ def quantize(
     max_layers: int = DEFAULT_MAX_LAYERS,
     provider: str = "auto",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    placement: str = "tensorrt",
+    calib_method: str = DEFAULT_CALIB_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+    float_precision: str = "fp16",
+    weights: str = "int8",
+    equalize: bool = False,
+    exhaustive: bool = False,
     progress: Progress | None = None,
 ) -> QuantizeResult:
     """Fold ``model`` (as :func:`qarep_onnx.optimize` does, unless ``fold=False``), then quantize it to Q/DQ int8.
 
-    ``exclude``: layer names (ONNX node names of the model after the fold, as :func:`int8_report`
-    lists them) to keep in float, or ``"auto"`` for the set the sensitivity analysis suggests for
-    ``target_sqnr``.  The Q/DQ model is run on onnxruntime on the held-out sets before it is
-    returned; its measured SQNR is in the report.  A float16 or float64 model is a
-    :class:`UsageError`.
+    ``exclude``: layers to keep in float, by node name (of the model after the fold, as
+    :func:`int8_report` lists them), layer op type (``"Gemm"``) or regular expression matching a whole
+    name (``"/head/.*"``); or ``"auto"`` for the set the sensitivity analysis selects for
+    ``target_sqnr`` on the calibration sets and confirms on the held-out sets.  The other options are
+    those of :func:`int8_report`; ``weights`` "int8" stores quantized weights as int8 behind a
+    DequantizeLinear, "float" as float behind a Q/DQ pair.  The Q/DQ model is run on onnxruntime on
+    the held-out sets before it is returned; its measured SQNR is in the report.  A float16 or
+    float64 model is a :class:`UsageError`.
     """
-    _check_arguments(target_sqnr, max_layers, samples, provider)
+    settings = _settings(target_sqnr, max_layers, samples, provider, placement, calib_method, percentile, float_precision,
+                         weights, equalize, exhaustive)
     original = _model_of(model)
     reason = float32_reason(original)
     if reason:
         raise UsageError(reason)
     choice = select_provider(provider)
     calibration, holdout_sets, described = choose_inputs(original, calib, holdout, samples, seed, input_shapes)
-    fold_report = None
-    working = original
-    if fold:
-        folded = optimize_loaded(LoadedModel(original, (), 0), owned=False, input_shapes=input_shapes)
-        working, fold_report = folded.model, folded.report
-    prepared = _prepared(working)
-    names = [layer.name for layer in prepared.layers]
-    if not names:
-        raise UsageError("the model has no Conv, ConvTranspose, Gemm or MatMul with a constant weight: nothing to quantize")
+    working, fold_report, references = _folded(original, fold, input_shapes, holdout_sets, choice)
     auto = isinstance(exclude, str) and exclude == "auto"
-    if isinstance(exclude, str) and not auto:
-        exclude = [exclude]
-    explicit = list(exclude or []) if not auto else []
-    _check_names(explicit, names, working, fold)
-    if set(names) <= set(explicit):
-        raise UsageError("--exclude keeps every layer in float: nothing would be quantized")
-    candidates = _candidates(prepared, working, calibration, holdout_sets, choice)
-    sensitivity = all_quantized = None
-    if auto:
-        with step("measuring every layer in int8"):
-            all_quantized = candidates.measure(())
-        with step("ranking layers"):
-            sensitivity, _ = analyse(candidates, weight_report(prepared.layers), all_quantized, target_sqnr, max_layers, progress)
-        excluded = list(sensitivity.suggested)
-        if set(names) <= set(excluded):
-            raise UsageError(f"--target-sqnr {target_sqnr:g} dB is reached only with every layer in float: nothing to quantize")
-    else:
-        excluded = list(dict.fromkeys(explicit))
-    with step("writing the Q/DQ model"):
-        qdq = build_qdq(prepared.model, candidates.runs.ranges, [n for n in names if n not in set(excluded)], working)
-    with step("measuring the Q/DQ model"):
-        measured = measure(qdq, holdout_sets, candidates.runs, choice, tuple(excluded), "the Q/DQ model")
-    if excluded and all_quantized is None:
-        all_quantized = candidates.measure(())
-    layout = qdq_layout(qdq, names)
+    with step("measuring the model in int8"):
+        analysis, pipeline = analyse_model("folded" if fold else "as given", working, calibration, holdout_sets, choice,
+                                           settings, set(), auto, target_sqnr, max_layers, progress, references,
+                                           rank_always=False)
+    names, excluded = _layers_and_exclusions(pipeline, analysis, exclude, auto, fold)
+    qdq, measured = _write(pipeline, names, excluded, settings, holdout_sets, choice)
     report = QuantizeReport(
         fold=fold_report, exclude_mode="auto" if auto else ("explicit" if excluded else "none"), excluded=tuple(excluded),
-        layout=layout, inputs=described, measurement=measured, all_quantized=all_quantized, sensitivity=sensitivity,
-        provider=choice.name,
+        layout=qdq_layout(qdq, names, pipeline.placement.active(frozenset(names) - set(excluded))), inputs=described,
+        measurement=measured, all_quantized=analysis.quantized if excluded else None, sensitivity=analysis.sensitivity,
+        equalization=analysis.equalization, settings=settings, provider=choice.name,
     )
-    missed = [n for n in layout.float_layers if n not in set(excluded)]
-    if missed:
-        report.notes.append(
-            f"onnxruntime's quantizer left {len(missed)} layer(s) in float without being asked: {', '.join(missed[:5])}"
-            + (" ..." if len(missed) > 5 else "")
-        )
-    if described.random:
-        report.notes.append(RANDOM_NOTE)
-    if sensitivity is not None and not sensitivity.reached:
-        report.notes.append(
-            f"no set of the {len(sensitivity.ranking)} layers measured reaches {target_sqnr:g} dB; the best one seen is kept in float"
-        )
+    if fold_report is not None:
+        report.flops_shapes = estimate_at_input_shapes(original, working, fold_report, calibration[0], input_shapes)
+    _notes(report, described.random, target_sqnr)
     return QuantizeResult(qdq, report)
 
 
-def _check_names(exclude: list[str], names: list[str], model: onnx.ModelProto, folded: bool) -> None:
-    layers = set(names)
-    nodes = {n.name: n.op_type for n in model.graph.node}
-    for name in exclude:
-        if name in layers:
-            continue
-        if name in nodes:
-            raise UsageError(f"--exclude {name}: a {nodes[name]} node is not a quantized layer (Conv, ConvTranspose, Gemm or MatMul with a constant weight)")
-        where = "the folded model" if folded else "the model"
-        close = [n for n in names if name.lower() in n.lower() or n.lower() in name.lower()][:3]
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `qarep-onnx int8` lists the layers"
-        raise UsageError(f"--exclude {name}: no layer of {where} has that name{hint}")
+def _layers_and_exclusions(pipeline: Pipeline | None, analysis, exclude, auto: bool, fold: bool) -> tuple[list[str], list[str]]:
+    """The layers' names, and those ``exclude`` keeps in float (the analysis' choice for "auto")."""
+    if pipeline is None:
+        raise UsageError("the model has no Conv, ConvTranspose, Gemm or MatMul with a constant weight: nothing to quantize")
+    names = [l.name for l in pipeline.layers]
+    patterns = [] if auto else ([exclude] if isinstance(exclude, str) else list(exclude or []))
+    excluded = list(analysis.sensitivity.suggested) if auto else resolve(patterns, pipeline.layers, pipeline.prepared, fold)
+    if set(names) <= set(excluded):
+        raise UsageError("keeps every layer in float: nothing would be quantized", option="exclude",
+                         value="auto" if auto else " ".join(patterns))
+    return names, excluded
+
+
+def _folded(original: onnx.ModelProto, fold: bool, input_shapes, holdout_sets, choice):
+    """The model to quantize, the fold's report (None without folding), and the FP32 held-out outputs of the
+    model as given when the fold changed it (the figures measure against the model the user gave)."""
+    if not fold:
+        return original, None, None
+    folded = optimize_loaded(LoadedModel(original, (), 0), owned=False, input_shapes=input_shapes)
+    references = None
+    if folded.report.regions_folded:
+        with step("running the model as given on the held-out sets"):
+            references = run_model(original, holdout_sets, choice, "the model")
+    return folded.model, folded.report, references
+
+
+def _write(pipeline: Pipeline, names, excluded, settings: Settings, holdout_sets, choice):
+    """The Q/DQ model (checked), and its measurement on the held-out sets."""
+    quantized = [n for n in names if n not in set(excluded)]
+    with step("writing the Q/DQ model"):
+        qdq = build_qdq(pipeline.prepared, pipeline.layers, pipeline.placement, pipeline.limits, quantized, settings.weights)
+        try:
+            onnx.checker.check_model(qdq, full_check=True)
+        except Exception as exc:  # the checker raises ValidationError, InferenceError ...
+            raise QarepError(f"the Q/DQ model written here does not pass onnx.checker: {str(exc).splitlines()[0][:200]}") from exc
+    measured_model = qdq
+    if settings.float_precision == "fp16" and excluded:
+        measured_model = emulate_fp16(qdq, [l for l in pipeline.layers if l.name in set(excluded)])
+    runs = pipeline.candidates.runs
+    with step("measuring the Q/DQ model"):
+        measured = measure(measured_model, holdout_sets, runs.output_names, runs.references, choice, tuple(excluded),
+                           "the Q/DQ model")
+    return qdq, measured
+
+
+def _notes(report: QuantizeReport, random: bool, target_sqnr: float) -> None:
+    if random:
+        report.notes.append(RANDOM_NOTE)
+    s = report.sensitivity
+    if s is not None and s.selected and not s.suggested:
+        report.notes.append(f"the {len(s.selected)} layer(s) selected on the calibration sets gained nothing on the "
+                            "held-out sets: every layer stays in int8")
+    elif s is not None and s.dropped:
+        report.notes.append(f"{len(s.dropped)} of the {len(s.selected)} layer(s) selected on the calibration sets did not "
+                            "hold their gain on the held-out sets and stay in int8")
+    if s is not None and not s.reached:
+        report.notes.append(f"the held-out sets do not reach {target_sqnr:g} dB with the layers kept in float")
+    if report.flops_shapes:
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in report.flops_shapes.items())
+        report.notes.append(f"FLOPs estimated at the shapes the calibration inputs used ({shapes}; per sample)")

@@ -1,17 +1,18 @@
-"""Float32 runs: activation ranges from the calibration sets, references from the held-out sets.
+"""Float32 runs: activation statistics from the calibration sets, FP32 references to measure against.
 
-One session of the float model, with every layer input added as an output, runs once per input
-set.  On the calibration sets it records each layer input's minimum and maximum (max calibration:
-the symmetric scale is ``max(|min|, |max|) / 127``, what onnxruntime's MinMax calibrator with
-``ActivationSymmetric`` gives).  On the held-out sets it keeps the model's outputs (the FP32
-reference every Q/DQ candidate is measured against) and each layer input's SQNR under its
-calibrated per-tensor scale, clipping included.  Sessions run with every graph optimization off.
-Nothing here is recomputed per candidate: the sensitivity analysis reuses these ranges.
+One session of the float model, with every tensor a Q/DQ pair may quantize added as an output, runs
+once per calibration set and folds what it sees into :class:`~.calibration_methods.TensorStats`
+(range, energy, a magnitude histogram for the percentile and entropy methods, per-channel maxima
+for equalization); memory does not grow with the number of sets.  The model's own outputs on the
+first :data:`SELECTION_SETS` calibration sets are kept as the references that *selection* measures
+against (ranking layers, keeping some in float, equalizing); those on the held-out sets are the
+references that *confirmation* and the final figures measure against.  So nothing is chosen on the
+data it is judged on.  Sessions run with every graph optimization off.  Nothing here is recomputed
+per candidate.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,31 +23,42 @@ from ..errors import QarepError
 from ..runtime.inputs import InputSet
 from ..runtime.providers import ProviderChoice
 from ..runtime.sessions import session
-from .report import ActivationRange
-from .sqnr import fake_quantize, power_ratio_db, symmetric_scale
+from .calibration_methods import (
+    DEFAULT_PERCENTILE,
+    TensorStats,
+    merged,
+    predicted_sqnr_db,
+    threshold,
+)
+from .placement import Placement
+
+SELECTION_SETS = 4  # calibration sets that also serve selection (at most)
 
 
 @dataclass
 class FloatRuns:
-    ranges: dict[str, ActivationRange]
+    stats: dict[str, TensorStats]  # observed tensor -> statistics over every calibration set
     output_names: list[str]
-    references: list[dict[str, np.ndarray]]  # per held-out set: output name -> FP32 values
-    activation_sqnr_db: dict[str, float]  # layer input -> SQNR on the held-out sets
+    selection: list[dict[str, np.ndarray]]  # FP32 outputs on the selection sets (the first calibration sets)
+    references: list[dict[str, np.ndarray]]  # FP32 outputs on the held-out sets
 
 
-def run_model(model: onnx.ModelProto, input_sets: list[InputSet], choice: ProviderChoice, label: str) -> list[dict[str, np.ndarray]]:
-    """Every output of ``model`` for each input set (graph optimizations off)."""
-    s = session(model, choice, optimize_graph=False)
-    names = [o.name for o in s.get_outputs()]
-    results = []
+def run_sets(s, names: list[str], input_sets: list[InputSet], label: str):
+    """``names`` of a session for each input set, one set at a time (a generator)."""
     for input_set in input_sets:
         try:
             values = s.run(names, input_set.feeds)
         except Exception as exc:  # onnxruntime raises its own types
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise QarepError(f"onnxruntime failed to run {label} on {input_set.description}: {detail}") from exc
-        results.append(dict(zip(names, values)))
-    return results
+        yield input_set, dict(zip(names, values))
+
+
+def run_model(model: onnx.ModelProto, input_sets: list[InputSet], choice: ProviderChoice, label: str) -> list[dict[str, np.ndarray]]:
+    """Every output of ``model`` for each input set (graph optimizations off)."""
+    s = session(model, choice, optimize_graph=False)
+    names = [o.name for o in s.get_outputs()]
+    return [values for _, values in run_sets(s, names, input_sets, label)]
 
 
 def _with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
@@ -70,28 +82,40 @@ def float_runs(
     calibration: list[InputSet],
     holdout: list[InputSet],
     choice: ProviderChoice,
+    histogram: bool = False,
+    channel_axes: dict[str, int] | None = None,
+    references: list[dict[str, np.ndarray]] | None = None,
 ) -> FloatRuns:
-    """Ranges of ``tensors`` over ``calibration``; references and activation SQNR over ``holdout``."""
+    """Statistics of ``tensors`` over ``calibration``; FP32 outputs on the selection and held-out sets.
+
+    ``references``: the held-out outputs of the model this one computes the same function as (the
+    model as given, for its folded form), used instead of running the held-out sets again.
+    """
     output_names = [o.name for o in prepared.graph.output]
-    augmented = _with_outputs(prepared, tensors)
-    low = {t: math.inf for t in tensors}
-    high = {t: -math.inf for t in tensors}
-    for input_set, values in zip(calibration, run_model(augmented, calibration, choice, "the float model")):
-        for t in tensors:
-            x = values[t] if t in values else input_set.feeds[t]
-            if x.size:
-                low[t] = min(low[t], float(np.min(x)))
-                high[t] = max(high[t], float(np.max(x)))
-    ranges = {t: ActivationRange(t, low[t] if low[t] <= high[t] else 0.0, high[t] if low[t] <= high[t] else 0.0) for t in tensors}
-    signal = dict.fromkeys(tensors, 0.0)
-    noise = dict.fromkeys(tensors, 0.0)
-    references = []
-    for input_set, values in zip(holdout, run_model(augmented, holdout, choice, "the float model")):
-        references.append({name: values[name] for name in output_names})
-        for t in tensors:
-            x = np.asarray(values[t] if t in values else input_set.feeds[t], dtype=np.float64)
-            q = fake_quantize(x, symmetric_scale(ranges[t].absmax))
-            signal[t] += float(np.sum(x**2))
-            noise[t] += float(np.sum((x - q) ** 2))
-    activation = {t: power_ratio_db(signal[t], noise[t]) for t in tensors}
-    return FloatRuns(ranges, output_names, references, activation)
+    channel_axes = channel_axes or {}
+    s = session(_with_outputs(prepared, tensors + list(channel_axes)), choice, optimize_graph=False)
+    observed = sorted(set(tensors) | set(channel_axes))
+    stats = {t: TensorStats(histogram=histogram, channel_axis=channel_axes.get(t)) for t in observed}
+    fetch = list(dict.fromkeys(output_names + [t for t in observed if t not in {i.name for i in prepared.graph.input}]))
+    selection = []
+    for k, (input_set, values) in enumerate(run_sets(s, fetch, calibration, "the float model")):
+        for t in observed:
+            stats[t].add(values[t] if t in values else input_set.feeds[t])
+        if k < SELECTION_SETS:
+            selection.append({name: values[name] for name in output_names})
+    if references is None:
+        references = [values for _, values in run_sets(s, output_names, holdout, "the float model")]
+    return FloatRuns(stats, output_names, selection, references)
+
+
+def limits(runs: FloatRuns, placement: Placement, method: str = "max", percentile: float = DEFAULT_PERCENTILE) -> dict[str, float]:
+    """Scale key -> the clipping threshold ``method`` picks for it (the scale is threshold / 127)."""
+    out = {}
+    for key, members in placement.members().items():
+        out[key] = threshold(merged([runs.stats[t] for t in members]), method, percentile)
+    return out
+
+
+def activation_sqnr(runs: FloatRuns, placement: Placement, thresholds: dict[str, float], tensors: list[str]) -> dict[str, float]:
+    """Predicted SQNR (dB) of each of ``tensors`` under its scale, from the calibration statistics."""
+    return {t: predicted_sqnr_db(runs.stats[t], thresholds[placement.key(t)]) for t in tensors if t in runs.stats}

@@ -7,6 +7,9 @@ file alone cannot be split and is an error.  Files follow the validation command
 (``.npz`` keyed by input name, ``.npy`` for a one-input model: :mod:`qarep_onnx.inputs`); a folder
 stands for every such file in it, in name order.
 
+The first :data:`~.calibrate.SELECTION_SETS` calibration sets also *select* (rank layers, choose
+those kept in float, decide on equalization); the held-out sets only confirm and measure.
+
 Without files, ``samples`` calibration sets and :data:`RANDOM_HOLDOUT` held-out sets are drawn,
 all standard normal noise (one seed per set, so the two never coincide).  Activation ranges of
 noise are not those of real data, so the figures then say little about a real deployment, and the
@@ -23,12 +26,13 @@ import onnx
 
 from ..errors import UsageError
 from ..runtime.inputs import InputSet, load_input_sets, random_input_sets
+from .calibrate import SELECTION_SETS
 from .report import Inputs
 
 RANDOM_HOLDOUT = 2
 RANDOM_NOTE = (
     "random inputs: activation ranges of standard normal noise are not those of real data, so these end-to-end "
-    "figures mean little; give real inputs with --calib"
+    "figures mean little; give real inputs as calibration files"
 )
 
 
@@ -68,32 +72,34 @@ def choose_inputs(
 ) -> tuple[list[InputSet], list[InputSet], Inputs]:
     """(calibration sets, held-out sets, their description for the report)."""
     if holdout and not calib:
-        raise UsageError("--holdout needs --calib: calibrating on random noise and measuring on real data would mislead")
+        raise UsageError("held-out sets need calibration sets too: calibrating on random noise and measuring on real "
+                         "data would mislead; give them", option="calib", example="FILE")
     if calib:
         sets = _sets(model, list(calib), "calib")
         if holdout:
             held = _sets(model, list(holdout), "holdout")
-            note = f"{len(sets)} --calib set(s) calibrate; {len(held)} --holdout set(s) measure"
+            note = f"{len(sets)} calibration set(s) calibrate; {len(held)} held-out set(s) measure"
             calibration = sets
         else:
             if len(sets) < 2:
-                raise UsageError(
-                    "one --calib file cannot be split into calibration and held-out sets; give more --calib files "
-                    "or --holdout FILE"
-                )
+                raise UsageError("one calibration file cannot be split into calibration and held-out sets; give more "
+                                 "calibration files or held-out ones", option="holdout", example="FILE")
             k = holdout_count(len(sets))
             calibration, held = sets[:-k], sets[-k:]
-            note = (f"the last {k} of {len(sets)} --calib files are held out to measure "
+            note = (f"the last {k} of {len(sets)} calibration files are held out to measure "
                     f"({', '.join(s.description.removeprefix('file ') for s in held)}); the others calibrate")
-        return calibration, held, Inputs(
-            tuple(s.description for s in calibration), tuple(s.description for s in held), False, note
-        )
+        return calibration, held, _described(calibration, held, False, note)
     if samples < 1:
-        raise UsageError("--samples must be at least 1")
+        raise UsageError("draw at least one calibration set", option="samples", value=samples)
     calibration = [_normal(model, seed + k, input_shapes, "calibration", k) for k in range(samples)]
     held = [_normal(model, seed + samples + k, input_shapes, "held-out", k) for k in range(RANDOM_HOLDOUT)]
     note = f"{samples} random normal sets calibrate, {RANDOM_HOLDOUT} others measure (seeds {seed}..{seed + samples + RANDOM_HOLDOUT - 1})"
-    return calibration, held, Inputs(tuple(s.description for s in calibration), tuple(s.description for s in held), True, note)
+    return calibration, held, _described(calibration, held, True, note)
+
+
+def _described(calibration: list[InputSet], held: list[InputSet], random: bool, note: str) -> Inputs:
+    selection = tuple(s.description for s in calibration[:SELECTION_SETS])
+    return Inputs(tuple(s.description for s in calibration), tuple(s.description for s in held), random, note, selection)
 
 
 def _normal(model, seed, input_shapes, role, k) -> InputSet:

@@ -1,18 +1,17 @@
-"""A working copy onnxruntime's quantizer can take as it is; the input model is never touched.
+"""A working copy the Q/DQ writer and the measurements can take as it is; the input model is never touched.
 
-onnxruntime's QDQ quantizer finds weights only among initializers, names nodes by ``node.name``,
-and needs every activation's type from shape inference.  So the copy gets:
+The copy gets:
 
 * opset 13 or later in the default domain: per-axis QuantizeLinear/DequantizeLinear (one scale per
   output channel) exists from opset 13.  An older model is converted with onnx's version converter,
   or refused in one line when that fails;
 * the ``Constant`` nodes and ``Identity`` aliases that feed a layer's weight or bias replaced by
-  initializers (TorchScript exports shared weights through ``Identity``);
-* a Gemm's ``beta`` folded into its constant ``C`` (the quantizer resets ``beta`` to 1 and leaves a
-  float bias as it was, which would change the result);
+  initializers (TorchScript exports shared weights through ``Identity``), so that every layer's
+  weight is a constant the writer can quantize;
+* a Gemm's ``beta`` folded into its constant ``C`` (one bias to carry through equalization);
 * a unique name for every node (an unnamed node gets ``<op>_<index>``; a repeated name gets a
-  ``__<k>`` suffix), since layers are excluded by name;
-* inferred shapes and types.
+  ``_<k>`` suffix), since layers are excluded by name and Q/DQ pairs are placed by consumer;
+* inferred shapes and types (the calibration session declares the tensors it reads with them).
 
 Only float32 models go end to end: a float16 or float64 model is refused with one line by
 :func:`float32_reason` (the weight report still covers it).  TensorRT builds FP16 kernels for the
@@ -28,6 +27,7 @@ from onnx import numpy_helper
 from ..errors import UsageError
 from ..graph.attributes import float_attribute
 from ..graph.tensors import tensor_values, type_name
+from ..graph.walk import NameAllocator, remove_unread
 from ..runtime.noise import model_float_type
 from .layers import LAYER_OPS
 
@@ -68,21 +68,13 @@ def _with_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _unique_names(graph: onnx.GraphProto) -> None:
-    taken = {n.name for n in graph.node if n.name}
+    """Every node named, once: an unnamed node becomes ``<op>_<index>``, a repeated name gets ``_2``, ``_3``, ..."""
+    names = NameAllocator({n.name for n in graph.node if n.name})
     seen: set[str] = set()
     for index, node in enumerate(graph.node):
-        if node.name and node.name not in seen:
-            seen.add(node.name)
-            continue
-        stem = f"{node.name}__" if node.name else f"{node.op_type}_{index}"
-        k = 2
-        candidate = f"{stem}{k}" if node.name else stem
-        while candidate in taken:
-            k += 1
-            candidate = f"{stem}{k}" if node.name else f"{stem}_{k}"
-        node.name = candidate
-        taken.add(candidate)
-        seen.add(candidate)
+        if not node.name or node.name in seen:
+            node.name = names.fresh(node.name or f"{node.op_type}_{index}")
+        seen.add(node.name)
 
 
 def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
@@ -133,14 +125,7 @@ def _resolve_weight_aliases(graph: onnx.GraphProto) -> None:
 
 def _drop_dead_aliases(graph: onnx.GraphProto) -> None:
     """Remove Identity/Constant nodes nothing reads any more (they may have fed only layer weights)."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        read = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("Identity", "Constant") and not any(o in read for o in n.output)]
-        if not dead:
-            return
-        for node in dead:
-            graph.node.remove(node)
+    remove_unread(graph.node, lambda n: n.op_type in ("Identity", "Constant"), {o.name for o in graph.output})
 
 
 def _fold_gemm_beta(graph: onnx.GraphProto) -> None:

@@ -59,6 +59,7 @@ class LeafKind:
     takes_zero_pad: ClassVar[bool] = False  # a zero Pad in front becomes its own padding
     input_words: ClassVar[str] = "its input channels"  # what its weight reads, for messages
     padding_words: ClassVar[str] = "pads"  # what makes a shift of its input inexact, for messages
+    channels_last: ClassVar[bool] = False  # its data's channels on the last axis (dense), else on axis 1
 
     def geometry(self, leaf) -> Geometry:
         raise NotImplementedError

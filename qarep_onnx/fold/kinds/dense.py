@@ -36,6 +36,7 @@ class DenseKind(LeafKind):
     label = "a Gemm/MatMul"
     op_types = ("Gemm", "MatMul")
     input_words = "its features"
+    channels_last = True
 
     def describe_gemm(self, node: onnx.NodeProto, index: GraphIndex) -> DenseLeaf | Reason:
         found = self._constants(node, index, most_inputs=3)
