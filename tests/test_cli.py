@@ -132,16 +132,18 @@ def test_same_file_with_force_overwrites(model_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (("optimize", "only-one-arg.onnx"), "Missing argument 'OUT'"),
-    (("optimize", "--provider", "foo", "a.onnx", "b.onnx"), "Invalid value for '--provider'"),
-    (("int8", "--calib-method", "median", "a.onnx"), "Invalid value for '--calib-method'"),
-    (("optimize", "--nope", "a.onnx", "b.onnx"), "No such option '--nope'"),
-    (("frobnicate",), "No such command 'frobnicate'"),
+    (("optimize", "only-one-arg.onnx"), ["Missing argument", "OUT"]),
+    (("optimize", "--provider", "foo", "a.onnx", "b.onnx"), ["Invalid value", "--provider"]),
+    (("int8", "--calib-method", "median", "a.onnx"), ["Invalid value", "--calib-method"]),
+    (("optimize", "--nope", "a.onnx", "b.onnx"), ["No such option", "--nope"]),
+    (("frobnicate",), ["No such command", "frobnicate"]),
 ])
 def test_a_usage_error_is_one_line_that_names_the_help(tmp_path, args, words):
+    """click's own words (they vary between click versions), on one line, with where to look."""
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 2 and not result.stdout
-    assert result.stderr.count("\n") == 1 and words in result.stderr and "--help" in result.stderr
+    assert result.stderr.count("\n") == 1 and "--help" in result.stderr
+    assert all(word in result.stderr for word in words), result.stderr
     assert not list(tmp_path.iterdir())
 
 
