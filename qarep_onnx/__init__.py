@@ -31,7 +31,7 @@ _EXPORTS = {
     "ValidationResult": "runtime.validation",
     "validate": "runtime.validation",
     "load_model": "io",
-    "save_model": "io",
+    "save_model": "save",
     # INT8 (issue 11)
     "int8_report": "int8.api",
     "quantize": "int8.api",
@@ -70,5 +70,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above are
     from .fold.report import Fold, Report
     from .int8.api import QuantizeResult, int8_report, quantize
     from .int8.report import Int8Report, QuantizeReport
-    from .io import load_model, save_model
+    from .io import load_model
     from .runtime.validation import ValidationResult, validate
+    from .save import save_model

@@ -87,7 +87,8 @@ def optimize_loaded(
     stats_before = model_stats(original, shapes, input_shapes)
     with Workspace() if validate else contextlib.nullcontext() as workspace:
         # The original goes to the validation's workspace before the fold, which may change it in place.
-        before = prepare_original(original, workspace, choice, rtol is None, seed) if validate else None
+        external_file = loaded.path if loaded.external_data else None
+        before = prepare_original(original, workspace, choice, rtol is None, seed, external_file) if validate else None
         if owned:
             working = original  # loaded here and needed by nobody else: fold it in place
         else:

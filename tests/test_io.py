@@ -9,7 +9,8 @@ from helpers.checks import assert_same_function, cli, count
 from helpers.fixtures import FIXTURES
 
 import qarep_onnx
-from qarep_onnx.io import read_model, save_model
+from qarep_onnx.io import read_model
+from qarep_onnx.save import save_model
 
 
 def _big_block():

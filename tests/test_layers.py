@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qarep_onnx"
 LAYERS = [
     {"errors", "progress", "numbers"},
     {"graph"},
-    {"io", "paths"},
+    {"io", "save", "paths"},
     {"fold"},
     {"runtime", "stats", "adapters"},
     {"api"},

@@ -137,3 +137,35 @@ def test_many_input_sets_are_walked_one_at_a_time():
     model = qarep_model(BlockSpec(bn_3x3="separate"))
     verdict = qarep_onnx.optimize(model, validate=True, provider="cpu", samples=12).report.validation
     assert verdict.passed and len(verdict.samples) == 12 and len(set(verdict.samples)) == 12
+
+
+# -- the floor's one-ulp copy: every weight moved, wherever it is held ----------------------------------------
+
+
+@pytest.mark.parametrize("constants", ["initializer", "constant"])
+def test_the_one_ulp_copy_moves_every_weight_once(constants):
+    """Weights in initializers: the original's file serves, its weights replaced as the session opens;
+    weights in Constant nodes: a copy is written.  Either way every float weight moved one ulp, no more."""
+    from qarep_onnx.runtime.models import prepare_original
+    from qarep_onnx.runtime.providers import select_provider
+    from qarep_onnx.runtime.sessions import Workspace, open_session
+
+    model = qarep_model(BlockSpec(), seed=61, constants=constants)
+    with Workspace() as ws:
+        prepared = prepare_original(model, ws, select_provider("cpu"), True, seed=0)
+        assert (prepared.perturbed.overrides is not None) == (constants == "initializer")
+        moved = ({n: v for n, v in prepared.perturbed.overrides().items()} if constants == "initializer" else
+                 {t.name: numpy_helper.to_array(t) for t in onnx.load(str(prepared.perturbed.path)).graph.initializer}
+                 | {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in onnx.load(str(prepared.perturbed.path)).graph.node
+                    if n.op_type == "Constant"})
+        originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        originals |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"}
+        weights = {name for name, v in originals.items() if v.dtype == np.float32 and v.size}
+        assert weights and weights <= set(moved)
+        for name in weights:
+            step = np.abs(moved[name].astype(np.float64) - originals[name])
+            assert np.all(step > 0) and np.all(step <= np.spacing(np.abs(originals[name])) * 1.0001), name
+        x = {"x": np.random.default_rng(0).standard_normal((1, 8, 8, 8)).astype(np.float32)}
+        a = open_session(prepared.file, select_provider("cpu")).run(None, x)[0]
+        b = open_session(prepared.perturbed, select_provider("cpu")).run(None, x)[0]
+        assert 0 < np.abs(a - b).max() < 1e-4 * np.abs(a).max()

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import click
 
-from ..io import LoadedModel, read_model, write_text
+from ..io import LoadedModel, read_model
 from ..paths import OutputPath, resolve_output
 from ..progress import step
 from ..runtime.providers import CHOICES
+from ..save import write_text
 
 # The flag that gives each option of the library's calls (errors name the option; people typed the flag).
 FLAGS = {

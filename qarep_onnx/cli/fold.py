@@ -10,13 +10,14 @@ import click
 from ..api import optimize_loaded
 from ..errors import ValidationError
 from ..fold.report import REPORT_SCHEMA_VERSION
-from ..io import LoadedModel, external_data_location, load_model, save_model
+from ..io import LoadedModel, load_model
 from ..paths import check_outputs, resolve_output
 from ..progress import step
 from ..runtime.bench import compare
 from ..runtime.inputs import check_same_inputs
 from ..runtime.providers import select_provider
 from ..runtime.validation import validate as validate_models
+from ..save import external_data_location, save_model
 from .common import (
     Output,
     checking_options,

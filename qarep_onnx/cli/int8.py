@@ -20,9 +20,9 @@ from ..int8.calibration_methods import (
 from ..int8.placement import PLACEMENTS
 from ..int8.precision import FLOAT_PRECISIONS
 from ..int8.sensitivity import DEFAULT_MAX_LAYERS, DEFAULT_TARGET_SQNR_DB
-from ..io import external_data_location, save_model, write_text
 from ..paths import check_outputs, resolve_output
 from ..progress import step
+from ..save import external_data_location, save_model, write_text
 from .common import (
     Output,
     finite,

@@ -32,7 +32,7 @@ from .report import Inputs
 RANDOM_HOLDOUT = 2
 RANDOM_NOTE = (
     "random inputs: activation ranges of standard normal noise are not those of real data, so these end-to-end "
-    "figures mean little; give real inputs as calibration files"
+    "figures mean little; give real inputs as calibration files (--calib; calib= in Python)"
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -98,21 +99,33 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="qarep-onnx-ulp")
 
 
-def _step(values: np.ndarray, toward: np.ndarray) -> None:
-    """``toward`` (+inf or -inf per element) becomes ``values`` moved one ulp that way; what would stop
-    being finite, and what was not, stays as it was.
+_BITS = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
-    So do the values of a narrow type below its normal range: one ulp there is a larger relative
-    step than any rounding of a normal number, and a floor widened by it would pass a fold whose
-    weights lost their bits there (a float16 BatchNorm scale of 1e-5 moves 0.6% in one ulp).
+
+def _step(values: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (the integer view of a float array) becomes ``values`` moved one ulp toward +inf where
+    ``up``, toward -inf elsewhere, exactly as ``nextafter`` moves them, on their bit patterns.
+
+    Non-finite values stay as they are (a -inf mask stays -inf), and so does a value the step would
+    make infinite.  So do the values of a narrow type below its normal range: one ulp there is a
+    larger relative step than any rounding of a normal number, and a floor widened by it would pass a
+    fold whose weights lost their bits there (a float16 BatchNorm scale of 1e-5 moves 0.6% in one ulp).
     """
-    with np.errstate(all="ignore"):
-        np.nextafter(values, toward, out=toward)
-    stuck = ~np.isfinite(toward)
+    ints = values.view(out.dtype)
+    finfo = np.finfo(values.dtype)
+    exponent = out.dtype.type(((1 << finfo.nexp) - 1) << finfo.nmant)
+    sign = out.dtype.type(np.iinfo(out.dtype).min)
+    # A step toward +inf grows a positive value's bits and shrinks a negative one's: +1 or -1 on the bits.
+    grows = up != (ints < 0)
+    np.add(ints, grows.view(np.int8) * np.int8(2) - np.int8(1), out=out, casting="unsafe")
+    zero = (ints & ~sign) == 0  # +0 and -0 step to the smallest subnormal of the side asked
+    if zero.any():
+        out[zero] = np.where(up[zero], 1, sign | 1)
+    stuck = ((ints & exponent) == exponent) | ((out & exponent) == exponent)
     if narrow_range(values.dtype):
-        stuck |= np.abs(values) < np.finfo(values.dtype).tiny
+        stuck |= (ints & exponent) == 0
     if stuck.any():
-        toward[stuck] = values[stuck]
+        out[stuck] = ints[stuck]
 
 
 class OneUlp:
@@ -129,20 +142,21 @@ class OneUlp:
         """The tensor's values moved, or None for a tensor that is not float or has no element."""
         if tensor.data_type not in _FLOATS:
             return None
-        values = tensor_values(tensor).reshape(-1)
-        if not values.size:
-            return None
+        return self.moved_values(tensor_values(tensor)) if math.prod(tensor.dims) else None
+
+    def moved_values(self, array: np.ndarray) -> np.ndarray:
+        """A float array's values moved (a new array of its shape)."""
+        values = array.reshape(-1)
         bits = self.rng.integers(0, 256, (values.size + 7) // 8, dtype=np.uint8)
         up = np.unpackbits(bits, count=values.size).view(bool)
-        moved = np.full(values.shape, -np.inf, values.dtype)
-        np.copyto(moved, np.asarray(np.inf, values.dtype), where=up)
+        moved = np.empty(values.shape, _BITS[values.dtype])
         # numpy lets go of the GIL in these loops: large tensors move in chunks on every core.
         if values.size <= _CHUNK:
-            _step(values, moved)
+            _step(values, up, moved)
         else:
             chunks = [slice(k, k + _CHUNK) for k in range(0, values.size, _CHUNK)]
-            list(_pool().map(lambda chunk: _step(values[chunk], moved[chunk]), chunks))
-        return moved.reshape(tuple(tensor.dims))
+            list(_pool().map(lambda chunk: _step(values[chunk], up[chunk], moved[chunk]), chunks))
+        return moved.view(values.dtype).reshape(array.shape)
 
     def raw(self, tensor: onnx.TensorProto) -> bytes | None:
         """The moved values as the little-endian bytes a tensor stores."""

@@ -18,6 +18,7 @@ import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -46,7 +47,7 @@ def session(model: onnx.ModelProto | bytes, choice: ProviderChoice, optimize_gra
     """
     import onnxruntime as ort
 
-    from ..io import PROTOBUF_LIMIT, save_model
+    from ..save import PROTOBUF_LIMIT, save_model
 
     options = _options(optimize_graph)
     try:
@@ -63,22 +64,34 @@ def session(model: onnx.ModelProto | bytes, choice: ProviderChoice, optimize_gra
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A model file onnxruntime loads itself; ``label`` names it in errors, which are ``error``."""
+    """A model file onnxruntime loads itself; ``label`` names it in errors, which are ``error``.
+
+    ``overrides``, when given, makes the initializers to use instead of the file's, by name, when a
+    session opens (a model that differs from a file only in its weights needs no file of its own).
+    """
 
     path: Path
     label: str = "the model"
     error: type[QarepError] = QarepError
+    overrides: Callable[[], dict[str, np.ndarray]] | None = None
 
 
 def open_session(model: ModelFile, choice: ProviderChoice, optimize_graph: bool = False, profile_prefix: str | None = None):
     """A session of ``model`` on the chosen provider (graph optimizations off unless asked; profiled when told where)."""
     import onnxruntime as ort
 
+    options = _options(optimize_graph, profile_prefix)
+    # onnxruntime reads these buffers in place for the session's life: the session keeps them.
+    overrides = model.overrides() if model.overrides is not None else {}
+    kept = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for name, v in overrides.items()}
+    for name, value in kept.items():
+        options.add_initializer(name, value)
     try:
-        return ort.InferenceSession(str(model.path), _options(optimize_graph, profile_prefix),
-                                    providers=choice.session_providers)
+        s = ort.InferenceSession(str(model.path), options, providers=choice.session_providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise model.error(f"onnxruntime cannot load {model.label}: {first_line(exc)}") from exc
+    s.qarep_onnx_initializers = kept
+    return s
 
 
 def run(
@@ -130,8 +143,8 @@ class Workspace(contextlib.AbstractContextManager):
     def model_file(self, model: onnx.ModelProto, name: str, label: str, error: type[QarepError] = QarepError,
                    keep_model: bool = True, transform=None) -> ModelFile:
         """``model`` written here, its weights in an external data file (``transform``: see
-        :func:`~qarep_onnx.io.save_model`); ``keep_model=False`` when the caller drops the model."""
-        from ..io import save_model
+        :func:`~qarep_onnx.save.save_model`); ``keep_model=False`` when the caller drops the model."""
+        from ..save import save_model
 
         path = self.path / f"{name}.onnx"
         save_model(model, path, external_data=True, keep_model=keep_model, transform=transform)
