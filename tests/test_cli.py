@@ -39,6 +39,7 @@ def test_keep_post_bn_flag(model_path, tmp_path):
     out = tmp_path / "out.onnx"
     assert cli("optimize", "--keep-post-bn", model_path, out).returncode == 0
     assert count(onnx.load(out), "BatchNormalization") == 1
+    onnx.checker.check_model(onnx.load(out), full_check=True)
 
 
 def test_version_and_help():

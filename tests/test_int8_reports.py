@@ -14,6 +14,7 @@ import onnx
 import pytest
 from helpers.builders import GraphBuilder
 from helpers.int8 import assert_written, sets
+from onnx import numpy_helper
 
 from qarep_onnx.cli.int8_render import SHOWN, int8_lines, quantize_lines
 from qarep_onnx.int8 import int8_report, quantize
@@ -178,4 +179,28 @@ def test_quantize_estimates_flops_at_the_calibration_shapes_when_the_model_has_s
     assert report.fold.stats_before.flops == conv_flops + 2 * 4 * 16 * 12  # the BatchNorm the fold removed
     assert any("FLOPs estimated at the shapes the calibration inputs used (x 1x3x16x12; per sample)" in n for n in report.notes)
     assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["flops_shapes"] == {"x": [1, 3, 16, 12]}
+    assert_written(result.model, model)
+
+
+def _with_word_labels() -> onnx.ModelProto:
+    """A Conv network with a second output of words (a label table read by ArgMax): no number to measure."""
+    b = GraphBuilder(seed=71)
+    x = b.input([1, 3, 8, 8])
+    y = b.op("Relu", [b.conv(b.op("Relu", [b.conv(x, 3, 8, 3)]), 8, 4, 3)])
+    b.initializers.append(numpy_helper.from_array(np.array([b"cat", b"dog", b"eel", b"fox"], dtype=object), "words"))
+    index = b.op("ArgMax", [b.op("Flatten", [b.op("GlobalAveragePool", [y])])], axis=1, keepdims=0)
+    label = b.op("Gather", ["words", index])
+    model = b.model([y, label])
+    model.graph.output[1].type.tensor_type.elem_type = onnx.TensorProto.STRING
+    return model
+
+
+def test_an_output_of_words_is_left_out_of_the_figures_and_said_so():
+    model = _with_word_labels()
+    report = int8_report(model, provider="cpu")
+    assert [o.name for o in report.model.quantized.outputs] == [model.graph.output[0].name]
+    assert any("holds no numbers" in note and model.graph.output[1].name in note for note in report.notes)
+    result = quantize(model, provider="cpu")
+    assert [o.name for o in result.report.measurement.outputs] == [model.graph.output[0].name]
+    assert any("holds no numbers" in note for note in result.report.notes)
     assert_written(result.model, model)

@@ -109,6 +109,16 @@ def node_reads(node: onnx.NodeProto) -> set[str]:
     return reads
 
 
+def input_slots(nodes) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    """Each tensor read by ``nodes`` (inputs only, not bodies), with every (node, input slot) reading it."""
+    slots: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in nodes:
+        for slot, name in enumerate(node.input):
+            if name:
+                slots.setdefault(name, []).append((node, slot))
+    return slots
+
+
 def all_names(model: onnx.ModelProto) -> set[str]:
     """Every tensor and node name in a model: its graphs, subgraphs and functions."""
     names: set[str] = set()

@@ -28,7 +28,7 @@ from .calibration_methods import CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_PE
 from .datasets import RANDOM_NOTE, choose_inputs
 from .exclude import resolve
 from .flops import estimate_at_input_shapes
-from .measure import measure
+from .measure import measure, non_numeric
 from .placement import PLACEMENTS
 from .precision import FLOAT_PRECISIONS, emulate_fp16
 from .prepare import float32_reason
@@ -133,7 +133,16 @@ def int8_report(
                                      max_layers, progress, references)
     if inputs is not None and inputs[2].random:
         report.notes.append(RANDOM_NOTE)
+    report.notes += _unmeasured_outputs(pipeline)
     return report
+
+
+def _unmeasured_outputs(pipeline: Pipeline | None) -> list[str]:
+    """A note for each output that holds no numbers (a label table): no SQNR measures it."""
+    if pipeline is None:
+        return []
+    runs = pipeline.candidates.runs
+    return [f"output '{name}' holds no numbers: no SQNR measures it" for name in non_numeric(runs.output_names, runs.references)]
 
 
 def _analysis(label, model, inputs, choice, settings, folded_names, sensitivity, target_sqnr, max_layers, progress,
@@ -216,6 +225,7 @@ def quantize(
     if fold_report is not None:
         report.flops_shapes = estimate_at_input_shapes(original, working, fold_report, calibration[0], input_shapes)
     _notes(report, described.random, target_sqnr)
+    report.notes += _unmeasured_outputs(pipeline)
     return QuantizeResult(qdq, report)
 
 

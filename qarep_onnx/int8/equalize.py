@@ -38,7 +38,7 @@ from onnx import numpy_helper
 from ..fold.ops import rule
 from ..graph.attributes import float_attribute, int_attribute
 from ..graph.tensors import tensor_values
-from ..graph.walk import NameAllocator, drop_unread_initializers
+from ..graph.walk import NameAllocator, drop_unread_initializers, input_slots
 from .layers import Layer
 from .ops import HOMOGENEOUS
 
@@ -58,15 +58,6 @@ class Pair:
 
 def _channels_last(layer: Layer) -> bool:
     return rule(layer.op_type).kind.channels_last
-
-
-def _readers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
-    out: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in graph.node:
-        for slot, name in enumerate(node.input):
-            if name:
-                out.setdefault(name, []).append((node, slot))
-    return out
 
 
 def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
@@ -110,7 +101,7 @@ def _input_channels(layer: Layer) -> int:
 def find_pairs(model: onnx.ModelProto, layers: list[Layer]) -> list[Pair]:
     """Every pair of layers equalization can balance, in graph order."""
     graph = model.graph
-    readers = _readers(graph)
+    readers = input_slots(graph.node)
     outputs = {o.name for o in graph.output}
     by_name = {l.name: l for l in layers}
     initializers = {t.name for t in graph.initializer}

@@ -3,7 +3,8 @@
 Each output is judged over every input set of a measurement together (signal and noise powers
 summed, vectors concatenated for the cosine), so one set with a small output does not dominate.  A
 model's figure is its worst output's SQNR.  Non-float outputs (indices, masks) are compared as
-numbers too.  Non-finite FP32 values (a ``-inf`` mask, a ``log`` of zero) carry no power: they are
+numbers too; outputs that hold no numbers (a string label table, maps) have no SQNR and are left
+out of the figures (:func:`non_numeric` names them, for the report to say so).  Non-finite FP32 values (a ``-inf`` mask, a ``log`` of zero) carry no power: they are
 compared by position, counted, and a position where INT8 computed anything else makes the output's
 SQNR ``-inf`` (never ``nan``).  An INT8 value that is not finite where FP32 is finite is infinite
 noise.  The INT8 model runs on onnxruntime with every graph optimization off: the Q/DQ nodes execute
@@ -21,6 +22,7 @@ import onnx
 
 from ..errors import UsageError
 from ..runtime.inputs import InputSet
+from ..runtime.compare import as_numbers
 from ..runtime.providers import ProviderChoice
 from .calibrate import run_model
 from .report import Measurement, OutputQuality
@@ -37,13 +39,20 @@ def _power(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np
     return reference[~bad], candidate[~bad], int(bad.sum()), int((~same).sum())
 
 
+def non_numeric(names: Sequence[str], references: Sequence[dict]) -> list[str]:
+    """The outputs that hold no numbers in some reference set."""
+    return [n for n in names if any(as_numbers(ref[n]) is None for ref in references)]
+
+
 def _quality(name: str, references, candidates) -> OutputQuality | None:
     signal = noise = dot = cand_norm = 0.0
     worst = 0.0
     elements = nonfinite = mismatches = 0
     for ref, cand in zip(references, candidates):
-        r = np.asarray(ref[name], dtype=np.float64).reshape(-1)
-        c = np.asarray(cand[name], dtype=np.float64).reshape(-1)
+        r, c = as_numbers(ref[name]), as_numbers(cand[name])
+        if r is None or c is None:
+            return None
+        r, c = r.reshape(-1), c.reshape(-1)
         elements += r.size
         r, c, bad, differ = _power(r, c)
         nonfinite, mismatches = nonfinite + bad, mismatches + differ
@@ -73,13 +82,13 @@ def compare_outputs(
 ) -> tuple[OutputQuality, ...]:
     """Per output, over all sets: SQNR in dB, cosine similarity and max |reference - candidate| (see above).
 
-    An output with no elements in any set measured nothing and is left out; when every output is
-    empty there is no figure to give (:class:`UsageError`), rather than a vacuous +inf dB.
+    An output with no elements in any set, or that holds no numbers, is left out; when every output
+    is so there is no figure to give (:class:`UsageError`), rather than a vacuous +inf dB.
     """
     qualities = [q for q in (_quality(name, references, candidates) for name in names) if q is not None]
     if names and not qualities:
-        raise UsageError("every output of the model is empty for the held-out inputs: int8 cannot be measured on them; "
-                         "give other inputs")
+        raise UsageError("every output of the model is empty for the held-out inputs or holds no numbers: int8 cannot "
+                         "be measured on them; give other inputs")
     return tuple(qualities)
 
 

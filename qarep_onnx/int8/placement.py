@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from ..graph.walk import input_slots
 from .layers import Layer
 from .ops import FLOW, RESIDUAL, flow_data_inputs, flow_shares_scale
 
@@ -78,15 +79,6 @@ class Placement:
     def tensors(self) -> list[str]:
         """Every tensor whose range calibration must measure (group members included)."""
         return sorted({s.tensor for s in self.sites} | set(self.groups))
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
-    out: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in graph.node:
-        for slot, name in enumerate(node.input):
-            if name:
-                out.setdefault(name, []).append((node, slot))
-    return out
 
 
 def _constants(graph: onnx.GraphProto) -> set[str]:
@@ -166,7 +158,7 @@ def place(model: onnx.ModelProto, layers: list[Layer], mode: str = "tensorrt") -
     sites = [Site(l.activation, l.name, 0, "layer", frozenset({l.name})) for l in layers]
     if mode == "narrow":
         return Placement(mode, sites)
-    consumers, constants = _consumers(graph), _constants(graph)
+    consumers, constants = input_slots(graph.node), _constants(graph)
     outputs = {o.name for o in graph.output}
     sites += _residual_sites(graph, by_name, consumers, constants, outputs)
     flows = _flow_requirements(graph, by_name, consumers, constants, outputs)
